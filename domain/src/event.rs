@@ -1,0 +1,79 @@
+use serde::{de::DeserializeOwned, Serialize};
+
+/// How a domain event crosses into the store: a stable type name, a schema version and a JSON
+/// payload. A changed payload shape gets a new schema version and an upcaster in `from_stored`;
+/// a released type name is never renamed.
+pub trait EventPayload: Sized + Serialize + DeserializeOwned {
+    /// Every type name this enum can decode.
+    const TYPES: &'static [&'static str];
+
+    fn event_type(&self) -> &'static str;
+
+    fn schema_version(&self) -> i32 {
+        1
+    }
+
+    /// The payload without the type tag.
+    fn to_data(&self) -> serde_json::Value {
+        // Events are `#[serde(tag = "type", content = "data")]`; the tag is stored apart.
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("data").unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Decodes a stored event. `Ok(None)` when the type belongs to another aggregate.
+    fn from_stored(
+        event_type: &str,
+        schema_version: i32,
+        data: &serde_json::Value,
+    ) -> Result<Option<Self>, DecodeError> {
+        if !Self::TYPES.contains(&event_type) {
+            return Ok(None);
+        }
+        if schema_version != 1 {
+            return Err(DecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                schema_version,
+            });
+        }
+        let tagged = serde_json::json!({ "type": event_type, "data": data });
+        serde_json::from_value(tagged)
+            .map(Some)
+            .map_err(|source| DecodeError::Payload {
+                event_type: event_type.to_owned(),
+                source,
+            })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event {event_type} has unknown schema version {schema_version}")]
+    UnknownVersion {
+        event_type: String,
+        schema_version: i32,
+    },
+    #[error("event {event_type} has a payload that does not decode: {source}")]
+    Payload {
+        event_type: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Implements `TYPES` and `event_type` for an event enum whose variants are its type names.
+macro_rules! event_payload {
+    ($ty:ident { $($variant:ident),+ $(,)? }) => {
+        impl $crate::event::EventPayload for $ty {
+            const TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $($ty::$variant { .. } => stringify!($variant),)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use event_payload;

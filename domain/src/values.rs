@@ -1,0 +1,246 @@
+//! Value types parsed at the edge ("parse, don't validate"). Their serde form is transparent so
+//! that stored events always load, even if a parsing rule is tightened later.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::ValueError;
+
+/// Free text: trimmed, non-empty, bounded, no control characters except newlines and tabs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text(String);
+
+impl Text {
+    pub fn parse(field: &'static str, raw: &str, max_chars: usize) -> Result<Self, ValueError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ValueError::new(field, "must not be empty"));
+        }
+        if trimmed.chars().count() > max_chars {
+            return Err(ValueError::new(
+                field,
+                format!("must be at most {max_chars} characters"),
+            ));
+        }
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
+            return Err(ValueError::new(field, "must not contain control characters"));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An e-mail address, kept in lower case so that uniqueness is case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValueError> {
+        let s = raw.trim().to_lowercase();
+        let invalid = || ValueError::new(field, "must be an e-mail address like name@example.com");
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(invalid)?;
+        let domain_ok = !domain.contains('@')
+            && domain.contains('.')
+            && domain
+                .split('.')
+                .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+        if local.is_empty() || local.len() > 64 || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A phone or WhatsApp number: digits with optional `+`, spaces, dashes, dots and parentheses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Phone(String);
+
+impl Phone {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValueError> {
+        let s = raw.trim();
+        let digits = s.chars().filter(char::is_ascii_digit).count();
+        let allowed = s
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || " -.()".contains(c) || (c == '+' && i == 0));
+        if !allowed || !(5..=20).contains(&digits) || s.len() > 32 {
+            return Err(ValueError::new(
+                field,
+                "must be a phone number of 5 to 20 digits, optionally starting with +",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Customer tier; feeds the priority engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Free,
+    Paid,
+    Enterprise,
+}
+
+/// Severity of the reported issue; feeds the priority engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    Major,
+    Minor,
+}
+
+/// What a ticket is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Repair,
+    Warranty,
+    Technical,
+    Billing,
+    Account,
+    General,
+}
+
+/// How many people or how much of the business the issue affects, from 1 to 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Impact(u8);
+
+impl Impact {
+    pub fn parse(field: &'static str, raw: i64) -> Result<Self, ValueError> {
+        match u8::try_from(raw) {
+            Ok(v @ 1..=5) => Ok(Self(v)),
+            _ => Err(ValueError::new(field, "must be an integer from 1 to 5")),
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A ticket number `TKT-YYYYMMDD-XXXXXX`: the raise date and six characters of 0-9A-Z.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TicketNumber(String);
+
+const NUMBER_ALPHABET: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+impl TicketNumber {
+    /// Builds a number for the given day from caller-supplied entropy (the domain draws no
+    /// randomness itself).
+    pub fn generate(date: NaiveDate, entropy: u64) -> Self {
+        let mut suffix = [0u8; 6];
+        let mut n = entropy;
+        for slot in suffix.iter_mut() {
+            *slot = NUMBER_ALPHABET[(n % 36) as usize];
+            n /= 36;
+        }
+        let suffix = String::from_utf8_lossy(&suffix);
+        Self(format!("TKT-{}-{suffix}", date.format("%Y%m%d")))
+    }
+
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValueError> {
+        let s = raw.trim().to_ascii_uppercase();
+        let invalid = || ValueError::new(field, "must look like TKT-YYYYMMDD-XXXXXX");
+        let rest = s.strip_prefix("TKT-").ok_or_else(invalid)?;
+        let (date, suffix) = rest.split_once('-').ok_or_else(invalid)?;
+        if date.len() != 8 || NaiveDate::parse_from_str(date, "%Y%m%d").is_err() {
+            return Err(invalid());
+        }
+        if suffix.len() != 6 || !suffix.bytes().all(|b| NUMBER_ALPHABET.contains(&b)) {
+            return Err(invalid());
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TicketNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            Email::parse("email", " Ana@Example.COM ").map(|e| e.0),
+            Ok("ana@example.com".to_owned())
+        );
+        for bad in ["", "ana", "ana@", "@example.com", "ana@example", "a b@x.io", "a@@x.io"] {
+            assert!(Email::parse("email", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn impact_is_one_to_five() {
+        assert!(Impact::parse("impact", 0).is_err());
+        assert!(Impact::parse("impact", 6).is_err());
+        assert!(Impact::parse("impact", -1).is_err());
+        assert_eq!(Impact::parse("impact", 3).map(Impact::get), Ok(3));
+    }
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(Text::parse("s", "  hi ", 5).map(|t| t.0), Ok("hi".to_owned()));
+        assert!(Text::parse("s", "   ", 5).is_err());
+        assert!(Text::parse("s", "toolong", 5).is_err());
+        assert!(Text::parse("s", "a\u{0}b", 5).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn generated_ticket_numbers_parse(entropy in any::<u64>(), days in 0i64..40_000) {
+            let date = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(days);
+            let number = TicketNumber::generate(date, entropy);
+            prop_assert_eq!(TicketNumber::parse("n", number.as_str()), Ok(number.clone()));
+            prop_assert_eq!(number.as_str().len(), "TKT-YYYYMMDD-XXXXXX".len());
+        }
+
+        #[test]
+        fn phone_parse_never_panics(s in ".{0,40}") {
+            let _ = Phone::parse("phone", &s);
+            let _ = Email::parse("email", &s);
+            let _ = TicketNumber::parse("number", &s);
+        }
+    }
+}

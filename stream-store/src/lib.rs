@@ -1,0 +1,73 @@
+//! The stream store: append-only streams of events with a global, gap-free order.
+//!
+//! [`EventStore`] is the whole contract; [`PgEventStore`] is the PostgreSQL backend. This crate
+//! knows events only as a type name, a schema version and a JSON payload.
+
+mod error;
+mod postgres;
+mod types;
+
+pub use error::StoreError;
+pub use postgres::PgEventStore;
+pub use types::{
+    Actor, AppendOutcome, CommandMetadata, EventStream, ExpectedVersion, NewEvent, RecordedEvent,
+    StreamId,
+};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// The contract every backend meets (and the conformance suite in `tests/` checks).
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to one stream atomically, if the stream is at `expected`.
+    ///
+    /// If `meta.command_id` was already appended, nothing is written and the first outcome is
+    /// returned with `duplicate = true`.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, StoreError>;
+
+    /// The outcome of a command id that was already appended, if any.
+    async fn find_command(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError>;
+
+    /// Events of one stream with a version greater than `after_version`, in order.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Events of the global log with a position greater than `after`, in order.
+    async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the last committed event (0 when the log is empty).
+    async fn head(&self) -> Result<i64, StoreError>;
+
+    /// Every event after `after`, then every new event as it is committed, without gaps or
+    /// repeats at the hand-over from catch-up to live.
+    fn subscribe_all(&self, after: i64) -> EventStream;
+}
+
+/// Reads a whole stream (all pages).
+pub async fn read_full_stream(
+    store: &dyn EventStore,
+    stream: &StreamId,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    const PAGE: usize = 1000;
+    let mut events = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e: &RecordedEvent| e.version);
+        let page = store.read_stream(stream, after, PAGE).await?;
+        let done = page.len() < PAGE;
+        events.extend(page);
+        if done {
+            return Ok(events);
+        }
+    }
+}
