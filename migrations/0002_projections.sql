@@ -33,7 +33,6 @@ CREATE TABLE ticket_queue (
     customer_tier   TEXT        NOT NULL,
     assignee_id     UUID,
     assignee_name   TEXT,
-    base_score      INTEGER     NOT NULL,
     version         BIGINT      NOT NULL,
     raised_at       TIMESTAMPTZ NOT NULL,
     assigned_at     TIMESTAMPTZ,

@@ -1,0 +1,10 @@
+//! The `ledger` binary's wiring: configuration, the embedded PostgreSQL, and `serve`.
+
+mod embedded;
+mod serve;
+
+pub use embedded::{EmbeddedError, EmbeddedPostgres};
+pub use serve::{connect_and_migrate, serve, ServeOptions};
+
+/// The workspace's migrations (stream store and read models), embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

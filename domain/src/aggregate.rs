@@ -11,8 +11,11 @@ pub trait Aggregate: Default + Clone {
     const STREAM_PREFIX: &'static str;
 
     /// All rules live here. Returns the events the command causes, or the rule it breaks.
-    fn decide(&self, command: Self::Command, now: DateTime<Utc>)
-        -> Result<Vec<Self::Event>, DomainError>;
+    fn decide(
+        &self,
+        command: Self::Command,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Self::Event>, DomainError>;
 
     /// Applies one event. Never fails: an event is a fact that already happened.
     fn evolve(self, event: &Self::Event) -> Self;
@@ -20,5 +23,7 @@ pub trait Aggregate: Default + Clone {
 
 /// Folds a sequence of events into the state they produce.
 pub fn replay<'a, A: Aggregate + 'a>(events: impl IntoIterator<Item = &'a A::Event>) -> A {
-    events.into_iter().fold(A::default(), |state, e| state.evolve(e))
+    events
+        .into_iter()
+        .fold(A::default(), |state, e| state.evolve(e))
 }

@@ -31,6 +31,8 @@ pub enum DomainError {
     TechnicianAlreadyInactive,
     #[error("ticket already exists")]
     TicketAlreadyRaised,
+    #[error("this e-mail address is already registered")]
+    EmailAlreadyRegistered,
     #[error("unknown customer")]
     UnknownCustomer,
     #[error("unknown technician")]
@@ -59,6 +61,7 @@ impl DomainError {
             Self::TechnicianAlreadyOnboarded => "technician_already_onboarded",
             Self::TechnicianAlreadyInactive => "technician_already_inactive",
             Self::TicketAlreadyRaised => "ticket_already_raised",
+            Self::EmailAlreadyRegistered => "email_already_registered",
             Self::UnknownCustomer => "unknown_customer",
             Self::UnknownTechnician => "unknown_technician",
             Self::TechnicianInactive => "technician_inactive",

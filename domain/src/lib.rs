@@ -10,6 +10,7 @@ mod error;
 mod event;
 mod ids;
 pub mod priority;
+mod reservation;
 mod technician;
 mod ticket;
 mod values;
@@ -19,6 +20,7 @@ pub use customer::{Customer, CustomerCommand, CustomerEvent, RegisterCustomer};
 pub use error::{DomainError, ValueError};
 pub use event::{DecodeError, EventPayload};
 pub use ids::{CustomerId, TechnicianId, TicketId};
+pub use reservation::ReservationEvent;
 pub use technician::{OnboardTechnician, Technician, TechnicianCommand, TechnicianEvent};
 pub use ticket::{
     CustomerFacts, RaiseTicket, TechnicianFacts, Ticket, TicketCommand, TicketEvent, TicketState,

@@ -65,16 +65,20 @@ impl Aggregate for Technician {
         now: DateTime<Utc>,
     ) -> Result<Vec<TechnicianEvent>, DomainError> {
         match (command, &self.0) {
-            (TechnicianCommand::Onboard(_), Some(_)) => Err(DomainError::TechnicianAlreadyOnboarded),
-            (TechnicianCommand::Onboard(c), None) => Ok(vec![TechnicianEvent::TechnicianOnboarded {
-                technician_id: c.technician_id,
-                name: c.name,
-                email: c.email,
-                onboarded_at: now,
-            }]),
-            (TechnicianCommand::Deactivate { .. }, None) => Err(DomainError::NotFound {
-                kind: "technician",
-            }),
+            (TechnicianCommand::Onboard(_), Some(_)) => {
+                Err(DomainError::TechnicianAlreadyOnboarded)
+            }
+            (TechnicianCommand::Onboard(c), None) => {
+                Ok(vec![TechnicianEvent::TechnicianOnboarded {
+                    technician_id: c.technician_id,
+                    name: c.name,
+                    email: c.email,
+                    onboarded_at: now,
+                }])
+            }
+            (TechnicianCommand::Deactivate { .. }, None) => {
+                Err(DomainError::NotFound { kind: "technician" })
+            }
             (TechnicianCommand::Deactivate { .. }, Some(t)) if !t.active => {
                 Err(DomainError::TechnicianAlreadyInactive)
             }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::event_payload;
 use crate::{
-    Aggregate, Category, CustomerId, DomainError, Impact, Severity, TechnicianId, Text,
-    TicketId, TicketNumber, Tier,
+    Aggregate, Category, CustomerId, DomainError, Impact, Severity, TechnicianId, Text, TicketId,
+    TicketNumber, Tier,
 };
 
 /// Facts about the ticket's customer, looked up by the caller before deciding.

@@ -29,7 +29,10 @@ impl Text {
             .chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
         {
-            return Err(ValueError::new(field, "must not contain control characters"));
+            return Err(ValueError::new(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -206,7 +209,15 @@ mod tests {
             Email::parse("email", " Ana@Example.COM ").map(|e| e.0),
             Ok("ana@example.com".to_owned())
         );
-        for bad in ["", "ana", "ana@", "@example.com", "ana@example", "a b@x.io", "a@@x.io"] {
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@example.com",
+            "ana@example",
+            "a b@x.io",
+            "a@@x.io",
+        ] {
             assert!(Email::parse("email", bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -221,7 +232,10 @@ mod tests {
 
     #[test]
     fn text_is_trimmed_and_bounded() {
-        assert_eq!(Text::parse("s", "  hi ", 5).map(|t| t.0), Ok("hi".to_owned()));
+        assert_eq!(
+            Text::parse("s", "  hi ", 5).map(|t| t.0),
+            Ok("hi".to_owned())
+        );
         assert!(Text::parse("s", "   ", 5).is_err());
         assert!(Text::parse("s", "toolong", 5).is_err());
         assert!(Text::parse("s", "a\u{0}b", 5).is_err());

@@ -98,7 +98,9 @@ impl EventStore for PgEventStore {
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, StoreError> {
         if events.is_empty() {
-            return Err(StoreError::Invalid("an append needs at least one event".into()));
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
         }
         let (reply, answer) = oneshot::channel();
         let job = AppendJob {
@@ -123,7 +125,10 @@ impl EventStore for PgEventStore {
         )
         .fetch_all(&self.inner.pool)
         .await?;
-        Ok(outcome(rows.into_iter().map(RecordedEvent::from).collect(), true))
+        Ok(outcome(
+            rows.into_iter().map(RecordedEvent::from).collect(),
+            true,
+        ))
     }
 
     async fn read_stream(
@@ -290,10 +295,10 @@ async fn run_writer(
                     let result = append_batch(&pool, std::slice::from_ref(&job)).await;
                     let result = match result {
                         Ok((mut results, last)) => {
-                            head.send_if_modified(|h| {
-                                std::mem::replace(h, (*h).max(last)) < last
-                            });
-                            results.pop().unwrap_or_else(|| Err(StoreError::Invalid("no result".into())))
+                            head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+                            results
+                                .pop()
+                                .unwrap_or_else(|| Err(StoreError::Invalid("no result".into())))
                         }
                         Err(e) => Err(classify(e)),
                     };
@@ -303,7 +308,9 @@ async fn run_writer(
             Err(e) => {
                 let e = classify(e);
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string().into())));
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable(e.to_string().into())));
                 }
             }
         }
@@ -400,7 +407,10 @@ async fn append_batch(
             rows.push(&e);
             recorded.push(e);
         }
-        versions.insert(job.stream.as_str().to_owned(), actual + recorded.len() as i64);
+        versions.insert(
+            job.stream.as_str().to_owned(),
+            actual + recorded.len() as i64,
+        );
         // A second job with the same command id in this batch is a duplicate of this one.
         already.insert(job.meta.command_id, recorded.clone());
         results.push(Ok(outcome(recorded, false).expect("non-empty append")));
@@ -408,9 +418,13 @@ async fn append_batch(
 
     if position > head {
         rows.insert(&mut tx).await?;
-        sqlx::query!("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, position.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "SELECT pg_notify($1, $2)",
+            NOTIFY_CHANNEL,
+            position.to_string()
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok((results, if position > head { position } else { 0 }))
@@ -482,7 +496,7 @@ impl Columns {
 /// Follows NOTIFY on the events channel and publishes the newest head position. When the
 /// connection drops, notifications may have been lost: subscribers are woken to re-read.
 async fn run_listener(pool: PgPool, head: Arc<watch::Sender<i64>>) {
-    loop {
+    while !pool.is_closed() {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => {
@@ -497,6 +511,7 @@ async fn run_listener(pool: PgPool, head: Arc<watch::Sender<i64>>) {
                                 }
                             }
                             Ok(None) => head.send_modify(|_| {}),
+                            Err(_) if pool.is_closed() => return,
                             Err(e) => {
                                 tracing::warn!(error = %e, "event listener lost its connection");
                                 break;

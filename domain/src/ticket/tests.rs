@@ -39,7 +39,10 @@ fn raise_command() -> TicketCommand {
 fn assign(n: u128, active: bool) -> TicketCommand {
     TicketCommand::AssignTechnician {
         technician_id: tech(n),
-        technician: Some(TechnicianFacts { id: tech(n), active }),
+        technician: Some(TechnicianFacts {
+            id: tech(n),
+            active,
+        }),
     }
 }
 
@@ -50,7 +53,10 @@ fn resolve() -> TicketCommand {
 }
 
 /// Given the events of `commands` applied in order, when `command`, then the result.
-fn given_when(commands: Vec<TicketCommand>, command: TicketCommand) -> Result<Vec<TicketEvent>, DomainError> {
+fn given_when(
+    commands: Vec<TicketCommand>,
+    command: TicketCommand,
+) -> Result<Vec<TicketEvent>, DomainError> {
     let mut events = Vec::new();
     for c in commands {
         let state: Ticket = replay(&events);
@@ -64,7 +70,12 @@ fn given_when(commands: Vec<TicketCommand>, command: TicketCommand) -> Result<Ve
 fn raising_records_the_number_and_the_customer_tier() {
     let events = given_when(vec![], raise_command()).unwrap();
     match &events[..] {
-        [TicketEvent::TicketRaised { number, customer_tier, raised_at, .. }] => {
+        [TicketEvent::TicketRaised {
+            number,
+            customer_tier,
+            raised_at,
+            ..
+        }] => {
             assert!(number.as_str().starts_with("TKT-20261121-"));
             assert_eq!(*customer_tier, Tier::Paid);
             assert_eq!(*raised_at, now());
@@ -75,37 +86,68 @@ fn raising_records_the_number_and_the_customer_tier() {
 
 #[test]
 fn raising_for_an_unknown_customer_is_refused() {
-    let TicketCommand::Raise(mut raise) = raise_command() else { unreachable!() };
+    let TicketCommand::Raise(mut raise) = raise_command() else {
+        unreachable!()
+    };
     raise.customer = None;
-    assert_eq!(given_when(vec![], TicketCommand::Raise(raise)), Err(DomainError::UnknownCustomer));
+    assert_eq!(
+        given_when(vec![], TicketCommand::Raise(raise)),
+        Err(DomainError::UnknownCustomer)
+    );
 }
 
 #[test]
 fn raising_twice_is_refused() {
-    assert_eq!(given_when(vec![raise_command()], raise_command()), Err(DomainError::TicketAlreadyRaised));
+    assert_eq!(
+        given_when(vec![raise_command()], raise_command()),
+        Err(DomainError::TicketAlreadyRaised)
+    );
 }
 
 #[test]
 fn commands_on_a_ticket_that_does_not_exist_are_not_found() {
-    for command in [assign(1, true), TicketCommand::StartWork, resolve(), TicketCommand::Close] {
-        assert_eq!(given_when(vec![], command), Err(DomainError::NotFound { kind: "ticket" }));
+    for command in [
+        assign(1, true),
+        TicketCommand::StartWork,
+        resolve(),
+        TicketCommand::Close,
+    ] {
+        assert_eq!(
+            given_when(vec![], command),
+            Err(DomainError::NotFound { kind: "ticket" })
+        );
     }
 }
 
 #[test]
 fn assignment_needs_a_known_active_technician() {
-    let unknown = TicketCommand::AssignTechnician { technician_id: tech(1), technician: None };
-    assert_eq!(given_when(vec![raise_command()], unknown), Err(DomainError::UnknownTechnician));
-    assert_eq!(given_when(vec![raise_command()], assign(1, false)), Err(DomainError::TechnicianInactive));
+    let unknown = TicketCommand::AssignTechnician {
+        technician_id: tech(1),
+        technician: None,
+    };
+    assert_eq!(
+        given_when(vec![raise_command()], unknown),
+        Err(DomainError::UnknownTechnician)
+    );
+    assert_eq!(
+        given_when(vec![raise_command()], assign(1, false)),
+        Err(DomainError::TechnicianInactive)
+    );
 }
 
 #[test]
 fn facts_about_another_technician_do_not_count() {
     let mismatched = TicketCommand::AssignTechnician {
         technician_id: tech(1),
-        technician: Some(TechnicianFacts { id: tech(2), active: true }),
+        technician: Some(TechnicianFacts {
+            id: tech(2),
+            active: true,
+        }),
     };
-    assert_eq!(given_when(vec![raise_command()], mismatched), Err(DomainError::UnknownTechnician));
+    assert_eq!(
+        given_when(vec![raise_command()], mismatched),
+        Err(DomainError::UnknownTechnician)
+    );
 }
 
 #[test]
@@ -127,43 +169,98 @@ fn reassignment_records_the_previous_technician() {
 
 #[test]
 fn work_starts_only_on_an_assigned_open_ticket() {
-    assert_eq!(given_when(vec![raise_command()], TicketCommand::StartWork), Err(DomainError::NotAssigned));
-    let events = given_when(vec![raise_command(), assign(1, true)], TicketCommand::StartWork).unwrap();
-    assert_eq!(events, vec![TicketEvent::WorkStarted { technician_id: tech(1), started_at: now() }]);
+    assert_eq!(
+        given_when(vec![raise_command()], TicketCommand::StartWork),
+        Err(DomainError::NotAssigned)
+    );
+    let events = given_when(
+        vec![raise_command(), assign(1, true)],
+        TicketCommand::StartWork,
+    )
+    .unwrap();
+    assert_eq!(
+        events,
+        vec![TicketEvent::WorkStarted {
+            technician_id: tech(1),
+            started_at: now()
+        }]
+    );
 }
 
 #[test]
 fn a_ticket_is_closed_only_after_it_was_resolved() {
     assert!(matches!(
-        given_when(vec![raise_command(), assign(1, true), TicketCommand::StartWork], TicketCommand::Close),
-        Err(DomainError::InvalidTransition { from: TicketStatus::InProgress, action: "close" })
+        given_when(
+            vec![raise_command(), assign(1, true), TicketCommand::StartWork],
+            TicketCommand::Close
+        ),
+        Err(DomainError::InvalidTransition {
+            from: TicketStatus::InProgress,
+            action: "close"
+        })
     ));
     assert!(matches!(
         given_when(vec![raise_command()], resolve()),
-        Err(DomainError::InvalidTransition { from: TicketStatus::Open, .. })
+        Err(DomainError::InvalidTransition {
+            from: TicketStatus::Open,
+            ..
+        })
     ));
-    let done = vec![raise_command(), assign(1, true), TicketCommand::StartWork, resolve()];
-    assert_eq!(given_when(done, TicketCommand::Close), Ok(vec![TicketEvent::TicketClosed { closed_at: now() }]));
+    let done = vec![
+        raise_command(),
+        assign(1, true),
+        TicketCommand::StartWork,
+        resolve(),
+    ];
+    assert_eq!(
+        given_when(done, TicketCommand::Close),
+        Ok(vec![TicketEvent::TicketClosed { closed_at: now() }])
+    );
 }
 
 #[test]
 fn a_closed_ticket_never_changes() {
-    let closed = vec![raise_command(), assign(1, true), TicketCommand::StartWork, resolve(), TicketCommand::Close];
-    for command in [assign(2, true), TicketCommand::StartWork, resolve(), TicketCommand::Close] {
-        assert_eq!(given_when(closed.clone(), command), Err(DomainError::TicketClosed));
+    let closed = vec![
+        raise_command(),
+        assign(1, true),
+        TicketCommand::StartWork,
+        resolve(),
+        TicketCommand::Close,
+    ];
+    for command in [
+        assign(2, true),
+        TicketCommand::StartWork,
+        resolve(),
+        TicketCommand::Close,
+    ] {
+        assert_eq!(
+            given_when(closed.clone(), command),
+            Err(DomainError::TicketClosed)
+        );
     }
 }
 
 #[test]
 fn events_round_trip_through_their_stored_form() {
-    let closed = vec![raise_command(), assign(1, true), assign(2, true), TicketCommand::StartWork, resolve()];
+    let closed = vec![
+        raise_command(),
+        assign(1, true),
+        assign(2, true),
+        TicketCommand::StartWork,
+        resolve(),
+    ];
     let mut events = given_when(closed, TicketCommand::Close).unwrap();
     events.insert(0, TicketEvent::TicketClosed { closed_at: now() });
     for event in events {
-        let decoded = TicketEvent::from_stored(event.event_type(), event.schema_version(), &event.to_data());
+        let decoded =
+            TicketEvent::from_stored(event.event_type(), event.schema_version(), &event.to_data());
         assert_eq!(decoded.unwrap(), Some(event));
     }
-    assert!(TicketEvent::from_stored("CustomerRegistered", 1, &serde_json::json!({})).unwrap().is_none());
+    assert!(
+        TicketEvent::from_stored("CustomerRegistered", 1, &serde_json::json!({}))
+            .unwrap()
+            .is_none()
+    );
     assert!(TicketEvent::from_stored("TicketClosed", 1, &serde_json::json!({"x": 1})).is_err());
 }
 

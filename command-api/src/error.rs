@@ -1,0 +1,129 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use domain::{DomainError, ValueError};
+use serde_json::{json, Value};
+use stream_store::{ExpectedVersion, StoreError};
+
+/// Every way a command can fail, each with one HTTP status and one error code. The body is
+/// always `{"error": {"code", "message", "details"}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is not well-formed JSON of the command's shape.
+    #[error("{message}")]
+    Malformed { message: String, details: Value },
+    /// 400: a field does not hold an acceptable value.
+    #[error("invalid {}: {}", .0.field, .0.reason)]
+    InvalidField(ValueError),
+    /// 404: no command of that name.
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    /// 404: the command targets an aggregate that does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409: the stream is not at the version the client expected.
+    #[error("stream is at version {actual}, expected {expected}")]
+    Conflict {
+        expected: ExpectedVersion,
+        actual: i64,
+    },
+    /// 413: the body is larger than the limit.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 422: a domain rule refuses the command.
+    #[error(transparent)]
+    Rule(DomainError),
+    /// 503: the store cannot be reached; the command may be retried with the same key.
+    #[error("the event store is unavailable; retry with the same Idempotency-Key")]
+    Unavailable(#[source] StoreError),
+    /// 500: a bug or a corrupt event; logged with its cause, answered with a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::Malformed {
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed { .. } | Self::InvalidField(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownCommand(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed { .. } => "malformed_request",
+            Self::InvalidField(_) => "invalid_field",
+            Self::UnknownCommand(_) => "unknown_command",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict { .. } => "version_conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::Rule(rule) => rule.code(),
+            Self::Unavailable(_) => "store_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            Self::Malformed { details, .. } => details.clone(),
+            Self::InvalidField(e) => json!({ "field": e.field, "reason": e.reason }),
+            Self::Conflict { expected, actual } => {
+                json!({ "expectedVersion": expected.to_string(), "actualVersion": actual })
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::NotFound { kind } => Self::NotFound(kind),
+            rule => Self::Rule(rule),
+        }
+    }
+}
+
+impl From<ValueError> for ApiError {
+    fn from(e: ValueError) -> Self {
+        Self::InvalidField(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict {
+                expected, actual, ..
+            } => Self::Conflict { expected, actual },
+            StoreError::Invalid(message) => Self::malformed(message),
+            unavailable @ StoreError::Unavailable(_) => Self::Unavailable(unavailable),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(cause) => tracing::error!(%cause, "command failed"),
+            Self::Unavailable(cause) => tracing::warn!(%cause, "store unavailable"),
+            _ => {}
+        }
+        let body = json!({
+            "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
+        });
+        (self.status(), Json(body)).into_response()
+    }
+}

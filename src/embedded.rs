@@ -1,0 +1,481 @@
+//! A private PostgreSQL cluster run from the binaries installed on the machine.
+//!
+//! PostgreSQL refuses to run as root. When we are root, the server runs in a user namespace
+//! where our uid maps to an unprivileged one (so it can still reach a data directory under
+//! `/root`); where user namespaces are unavailable it runs as the `postgres` (or `nobody`)
+//! user instead. The server is a child of a thread that waits on it and gets SIGINT (fast
+//! shutdown) if this process dies, so no server outlives its owner.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Superuser of the embedded cluster.
+const SUPERUSER: &str = "ledger";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries found (looked for initdb and postgres via pg_config, PATH and \
+         /usr/lib/postgresql/*/bin): install them (Debian/Ubuntu: apt-get install postgresql) or set \
+         DATABASE_URL to an existing server"
+    )]
+    NoBinaries,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError {
+    let what = what.into();
+    move |source| EmbeddedError::Io { what, source }
+}
+
+/// How the server processes drop root, decided once per start.
+#[derive(Clone, Copy)]
+enum Privilege {
+    /// Not root: run as ourselves.
+    AsIs,
+    /// Root: a user namespace maps our uid to an unprivileged one.
+    UserNamespace,
+    /// Root without user namespaces: switch to this uid/gid.
+    SwitchUser { uid: u32, gid: u32 },
+}
+
+/// A running private cluster. Stopped by [`EmbeddedPostgres::stop`] or on drop.
+pub struct EmbeddedPostgres {
+    root: PathBuf,
+    port: u16,
+    password: String,
+    pid: u32,
+    exited: mpsc::Receiver<io::Result<ExitStatus>>,
+    stopped: bool,
+}
+
+impl EmbeddedPostgres {
+    /// Starts (creating on first use) a cluster whose files live under `root`, with extra
+    /// server settings (`name=value`). Blocks until the server accepts connections.
+    pub fn start(root: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedError> {
+        let bin = find_binaries()?;
+        let privilege = choose_privilege(&bin)?;
+        fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
+        let root = root
+            .canonicalize()
+            .map_err(io_err(format!("resolving {}", root.display())))?;
+        let pgdata = root.join("pg");
+        let password_file = root.join("pg-password");
+        if let Privilege::SwitchUser { uid, gid } = privilege {
+            std::os::unix::fs::chown(&root, Some(uid), Some(gid))
+                .map_err(io_err("giving the data directory to the server's user"))?;
+        }
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("restricting the data directory"))?;
+
+        if !pgdata.join("PG_VERSION").exists() {
+            init_cluster(&bin, privilege, &pgdata, &password_file)?;
+        }
+        let password = fs::read_to_string(&password_file)
+            .map_err(io_err(format!("reading {}", password_file.display())))?
+            .trim()
+            .to_owned();
+        stop_leftover_server(&pgdata);
+
+        let port = free_port()?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("postgres.log"))
+            .map_err(io_err("opening postgres.log"))?;
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&pgdata)
+            .arg("-p")
+            .arg(port.to_string())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="]);
+        for (name, value) in settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io_err("postgres.log"))?)
+            .stderr(log);
+        let (pid, exited) = spawn_supervised(cmd, privilege)?;
+        let mut pg = EmbeddedPostgres {
+            root,
+            port,
+            password,
+            pid,
+            exited,
+            stopped: false,
+        };
+        pg.wait_until_accepting(Duration::from_secs(60))?;
+        Ok(pg)
+    }
+
+    /// Connection URL for a database of this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Fast shutdown; waits for the server to exit.
+    pub fn stop(mut self) -> Result<(), EmbeddedError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), EmbeddedError> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let pid =
+            libc::pid_t::try_from(self.pid).map_err(|_| EmbeddedError::Failed("bad pid".into()))?;
+        // SAFETY: plain syscall on the pid of our own child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        match self.exited.recv_timeout(Duration::from_secs(60)) {
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // SAFETY: as above; immediate shutdown after the fast one hung.
+                unsafe { libc::kill(pid, libc::SIGQUIT) };
+                let _ = self.exited.recv_timeout(Duration::from_secs(10));
+                Err(EmbeddedError::Failed(
+                    "PostgreSQL did not stop within 60 s".into(),
+                ))
+            }
+        }
+    }
+
+    fn wait_until_accepting(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(status) = self.exited.try_recv() {
+                self.stopped = true;
+                return Err(EmbeddedError::Failed(format!(
+                    "PostgreSQL exited during start-up ({status:?}); see {}/postgres.log:\n{}",
+                    self.root.display(),
+                    log_tail(&self.root.join("postgres.log"))
+                )));
+            }
+            if server_ready(self.port, &self.password) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(EmbeddedError::Failed(format!(
+                    "PostgreSQL did not accept connections within {limit:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("stopping the embedded PostgreSQL: {e}");
+        }
+    }
+}
+
+/// Ready when the startup packet is answered by something other than "starting up": a
+/// password request (`R`) means the server accepts connections.
+fn server_ready(port: u16, _password: &str) -> bool {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut params = Vec::new();
+    for (k, v) in [("user", SUPERUSER), ("database", "postgres")] {
+        params.extend_from_slice(k.as_bytes());
+        params.push(0);
+        params.extend_from_slice(v.as_bytes());
+        params.push(0);
+    }
+    params.push(0);
+    let len = u32::try_from(8 + params.len()).unwrap_or(0);
+    let mut packet = Vec::new();
+    packet.extend_from_slice(&len.to_be_bytes());
+    packet.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    packet.extend_from_slice(&params);
+    if stream.write_all(&packet).is_err() {
+        return false;
+    }
+    let mut tag = [0u8; 1];
+    matches!(stream.read_exact(&mut tag), Ok(()) if tag[0] == b'R')
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The directory holding `initdb` and `postgres`.
+fn find_binaries() -> Result<PathBuf, EmbeddedError> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    let mut candidates = Vec::new();
+    if let Ok(dir) = std::env::var("LEDGER_PG_BIN") {
+        candidates.push(PathBuf::from(dir));
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if let Ok(initdb) = dir.join("initdb").canonicalize() {
+                if let Some(parent) = initdb.parent() {
+                    candidates.push(parent.to_owned());
+                }
+            }
+        }
+    }
+    let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .collect();
+    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.extend(versioned.into_iter().map(|(_, p)| p));
+    candidates
+        .into_iter()
+        .find(|dir| has_both(dir))
+        .ok_or(EmbeddedError::NoBinaries)
+}
+
+fn choose_privilege(bin: &Path) -> Result<Privilege, EmbeddedError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(Privilege::AsIs);
+    }
+    let mut probe = Command::new(bin.join("postgres"));
+    probe
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    prepare(&mut probe, Privilege::UserNamespace, false);
+    if probe.status().is_ok_and(|s| s.success()) {
+        return Ok(Privilege::UserNamespace);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Some((uid, gid)) = lookup_user(name) {
+            tracing::info!(
+                user = name,
+                "user namespaces unavailable; PostgreSQL runs as {name}"
+            );
+            return Ok(Privilege::SwitchUser { uid, gid });
+        }
+    }
+    Err(EmbeddedError::Failed(
+        "running as root, but neither user namespaces nor a 'postgres' or 'nobody' user are \
+         available to run PostgreSQL unprivileged"
+            .into(),
+    ))
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null result of getpwnam.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+/// Arranges for `cmd` to run unprivileged, in its own process group, and (when `tie` is set)
+/// to receive SIGINT when the thread that spawns it ends.
+fn prepare(cmd: &mut Command, privilege: Privilege, tie: bool) {
+    cmd.process_group(0);
+    if let Privilege::SwitchUser { uid, gid } = privilege {
+        cmd.uid(uid).gid(gid);
+    }
+    let user_ns = matches!(privilege, Privilege::UserNamespace);
+    // Prepared before fork: the child must not allocate.
+    let uid_map = b"1000 0 1".to_vec();
+    let gid_map = b"1000 0 1".to_vec();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only makes async-signal-safe syscalls on memory prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            if user_ns {
+                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                write_proc(c"/proc/self/setgroups", b"deny")?;
+                write_proc(c"/proc/self/uid_map", &uid_map)?;
+                write_proc(c"/proc/self/gid_map", &gid_map)?;
+            }
+            if tie {
+                // Set after any credential change, which would clear it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Writes `bytes` to a /proc file with raw syscalls (safe between fork and exec).
+fn write_proc(path: &std::ffi::CStr, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: path is NUL-terminated; bytes outlives the call.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        if written < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `cmd` from a thread that lives exactly as long as the child and reports its exit.
+fn spawn_supervised(
+    mut cmd: Command,
+    privilege: Privilege,
+) -> Result<(u32, mpsc::Receiver<io::Result<ExitStatus>>), EmbeddedError> {
+    let (pid_tx, pid_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("embedded-postgres".into())
+        .spawn(move || {
+            prepare(&mut cmd, privilege, true);
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = pid_tx.send(Ok(child.id()));
+                    let _ = exit_tx.send(child.wait());
+                }
+                Err(e) => {
+                    let _ = pid_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(io_err("starting the PostgreSQL supervisor thread"))?;
+    let pid = pid_rx
+        .recv()
+        .map_err(|_| EmbeddedError::Failed("PostgreSQL supervisor thread died".into()))?
+        .map_err(io_err("starting postgres"))?;
+    Ok((pid, exit_rx))
+}
+
+fn init_cluster(
+    bin: &Path,
+    privilege: Privilege,
+    pgdata: &Path,
+    password_file: &Path,
+) -> Result<(), EmbeddedError> {
+    let password = random_password();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(password_file)
+        .map_err(io_err("writing the cluster password"))?;
+    file.write_all(password.as_bytes())
+        .map_err(io_err("writing the cluster password"))?;
+    if let Privilege::SwitchUser { uid, gid } = privilege {
+        std::os::unix::fs::chown(password_file, Some(uid), Some(gid))
+            .map_err(io_err("giving the password file to the server's user"))?;
+    }
+    let mut cmd = Command::new(bin.join("initdb"));
+    cmd.arg("-D")
+        .arg(pgdata)
+        .args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth=scram-sha-256",
+        ])
+        .arg(format!("--pwfile={}", password_file.display()))
+        .stdin(Stdio::null());
+    prepare(&mut cmd, privilege, false);
+    let out = cmd.output().map_err(io_err("running initdb"))?;
+    if !out.status.success() {
+        return Err(EmbeddedError::Failed(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn random_password() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+}
+
+/// A server of a previous run that is still up (its owner was killed) holds the data
+/// directory: ask it to shut down and wait for it.
+fn stop_leftover_server(pgdata: &Path) {
+    let Ok(text) = fs::read_to_string(pgdata.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<libc::pid_t>().ok())
+    else {
+        return;
+    };
+    let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("postgres"));
+    if !is_postgres {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        "a PostgreSQL from a previous run is still up; stopping it"
+    );
+    // SAFETY: plain syscall; the pid was checked to be a postgres process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> Result<u16, EmbeddedError> {
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io_err("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io_err("finding a free port"))?
+        .port())
+}
