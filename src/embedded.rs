@@ -13,7 +13,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Superuser of the embedded cluster.
@@ -59,7 +59,7 @@ pub struct EmbeddedPostgres {
     port: u16,
     password: String,
     pid: u32,
-    exited: mpsc::Receiver<io::Result<ExitStatus>>,
+    exited: Mutex<mpsc::Receiver<io::Result<ExitStatus>>>,
     stopped: bool,
 }
 
@@ -116,7 +116,7 @@ impl EmbeddedPostgres {
             port,
             password,
             pid,
-            exited,
+            exited: Mutex::new(exited),
             stopped: false,
         };
         pg.wait_until_accepting(Duration::from_secs(60))?;
@@ -149,12 +149,13 @@ impl EmbeddedPostgres {
             libc::pid_t::try_from(self.pid).map_err(|_| EmbeddedError::Failed("bad pid".into()))?;
         // SAFETY: plain syscall on the pid of our own child.
         unsafe { libc::kill(pid, libc::SIGINT) };
-        match self.exited.recv_timeout(Duration::from_secs(60)) {
+        let exited = self.exited.get_mut().unwrap_or_else(|p| p.into_inner());
+        match exited.recv_timeout(Duration::from_secs(60)) {
             Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // SAFETY: as above; immediate shutdown after the fast one hung.
                 unsafe { libc::kill(pid, libc::SIGQUIT) };
-                let _ = self.exited.recv_timeout(Duration::from_secs(10));
+                let _ = exited.recv_timeout(Duration::from_secs(10));
                 Err(EmbeddedError::Failed(
                     "PostgreSQL did not stop within 60 s".into(),
                 ))
@@ -165,7 +166,8 @@ impl EmbeddedPostgres {
     fn wait_until_accepting(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(status) = self.exited.try_recv() {
+            let exited = self.exited.get_mut().unwrap_or_else(|p| p.into_inner());
+            if let Ok(status) = exited.try_recv() {
                 self.stopped = true;
                 return Err(EmbeddedError::Failed(format!(
                     "PostgreSQL exited during start-up ({status:?}); see {}/postgres.log:\n{}",
@@ -259,7 +261,7 @@ fn find_binaries() -> Result<PathBuf, EmbeddedError> {
             Some((version, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     candidates.extend(versioned.into_iter().map(|(_, p)| p));
     candidates
         .into_iter()

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -402,7 +402,8 @@ async fn append_batch(
                 correlation_id: job.meta.correlation_id,
                 causation_id: job.meta.causation_id,
                 actor: job.meta.actor.clone(),
-                recorded_at: job.meta.recorded_at,
+                // PostgreSQL keeps microseconds: answer with what a later read returns.
+                recorded_at: job.meta.recorded_at.trunc_subsecs(6),
             };
             rows.push(&e);
             recorded.push(e);

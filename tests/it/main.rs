@@ -1,1 +1,9 @@
-mod x {}
+//! Integration tests: one binary, a private PostgreSQL cluster started by the harness, one
+//! database per test.
+
+mod e2e;
+mod embedded;
+mod harness;
+mod projections;
+mod store;
+mod stress;

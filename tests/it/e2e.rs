@@ -1,0 +1,415 @@
+//! The real binary end to end: HTTP commands in, GraphQL out, over a fresh database.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{eventually, fresh_database, LedgerProcess};
+
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub async fn command(&self, name: &str, body: Value) -> (u16, Value) {
+        self.raw(name, body.to_string(), &[]).await
+    }
+
+    pub async fn raw(&self, name: &str, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/commands/{name}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("command request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("graphql request");
+        response.json().await.expect("graphql answers JSON")
+    }
+
+    pub async fn head(&self) -> i64 {
+        let health: Value = self
+            .http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["head"].as_i64().expect("head in /health")
+    }
+
+    /// Registers a customer and a technician; returns their ids.
+    pub async fn customer_and_technician(&self) -> (String, String) {
+        let (status, customer) = self
+            .command(
+                "RegisterCustomer",
+                json!({ "name": "Ana Souza", "email": "ana@example.com", "tier": "enterprise" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{customer}");
+        let (status, technician) = self
+            .command(
+                "OnboardTechnician",
+                json!({ "name": "Ravi Kumar", "email": "ravi@example.com" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{technician}");
+        (
+            customer["events"][0]["data"]["customerId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            technician["events"][0]["data"]["technicianId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    }
+
+    pub async fn raise(&self, customer: &str) -> (String, String) {
+        let (status, raised) = self.command("RaiseTicket", json!({
+            "customerId": customer, "category": "repair", "subject": "Phone does not charge",
+            "description": "Stopped charging after a fall", "severity": "critical", "impact": 3
+        })).await;
+        assert_eq!(status, 201, "{raised}");
+        let data = &raised["events"][0]["data"];
+        (
+            data["ticketId"].as_str().unwrap().to_owned(),
+            data["number"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+async fn start() -> (LedgerProcess, Api) {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let api = Api::new(&ledger.base_url);
+    (ledger, api)
+}
+
+const TICKET_QUERY: &str = "query($n: String!) { ticketByNumber(number: $n) {
+    id number status subject customer { name } assignee { name } priority { score level }
+    raisedAt assignedAt startedAt resolvedAt closedAt
+    history { type version position recordedAt actor { id role } data } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_goes_from_raised_to_closed_and_graphql_shows_it() {
+    let (mut ledger, api) = start().await;
+    let (customer, technician) = api.customer_and_technician().await;
+    let (ticket, number) = api.raise(&customer).await;
+    assert!(number.starts_with("TKT-") && number.len() == 19, "{number}");
+    for (name, body) in [
+        (
+            "AssignTechnician",
+            json!({ "ticketId": ticket, "technicianId": technician }),
+        ),
+        ("StartWork", json!({ "ticketId": ticket })),
+        (
+            "ResolveTicket",
+            json!({ "ticketId": ticket, "resolution": "Replaced the charging port" }),
+        ),
+        ("CloseTicket", json!({ "ticketId": ticket })),
+    ] {
+        let (status, answer) = api.command(name, body).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        assert_eq!(answer["streamId"], format!("ticket-{ticket}"));
+    }
+
+    let shown = eventually(
+        Duration::from_secs(10),
+        "the closed ticket in GraphQL",
+        || async {
+            let answer = api.graphql(TICKET_QUERY, json!({ "n": number })).await;
+            let t = answer["data"]["ticketByNumber"].clone();
+            (t["status"] == "CLOSED").then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(shown["id"], ticket.as_str());
+    assert_eq!(shown["customer"]["name"], "Ana Souza");
+    assert_eq!(shown["assignee"]["name"], "Ravi Kumar");
+    assert_eq!(
+        shown["priority"]["level"], "P1",
+        "critical 5 + enterprise 5 + impact 3 = 13"
+    );
+    for field in [
+        "raisedAt",
+        "assignedAt",
+        "startedAt",
+        "resolvedAt",
+        "closedAt",
+    ] {
+        assert!(shown[field].is_string(), "{field} is set");
+    }
+    let history = shown["history"].as_array().unwrap();
+    let types: Vec<_> = history
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "TicketRaised",
+            "TechnicianAssigned",
+            "WorkStarted",
+            "TicketResolved",
+            "TicketClosed"
+        ]
+    );
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| e["version"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(history[0]["actor"]["role"], "anonymous");
+    assert_eq!(
+        history[3]["data"]["resolution"],
+        "Replaced the charging port"
+    );
+
+    let list = api.graphql("{ tickets(status: CLOSED, first: 10) { totalCount edges { cursor node { number } } pageInfo { hasNextPage } } }", json!({})).await;
+    assert_eq!(list["data"]["tickets"]["totalCount"], 1, "{list}");
+    assert_eq!(
+        list["data"]["tickets"]["edges"][0]["node"]["number"],
+        number.as_str()
+    );
+    let by_assignee = api
+        .graphql(
+            "query($a: ID!) { tickets(assigneeId: $a) { totalCount } }",
+            json!({ "a": technician }),
+        )
+        .await;
+    assert_eq!(by_assignee["data"]["tickets"]["totalCount"], 1);
+    let head = api.head().await;
+    let audit = eventually(Duration::from_secs(10), "the audit log to catch up", || async {
+        let a = api.graphql("{ auditLog(first: 100) { totalCount edges { node { position type streamId actor { role } } } } }", json!({})).await;
+        (a["data"]["auditLog"]["totalCount"] == head).then_some(a)
+    }).await;
+    let positions: Vec<_> = audit["data"]["auditLog"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, (1..=head).collect::<Vec<_>>());
+
+    assert_eq!(
+        ledger.stop_with(libc::SIGTERM),
+        Some(0),
+        "a clean exit on SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_change_nothing() {
+    let (_ledger, api) = start().await;
+    let (customer, technician) = api.customer_and_technician().await;
+    let (ticket, _) = api.raise(&customer).await;
+
+    // The same Idempotency-Key twice: one append, the same answer.
+    let body = json!({ "ticketId": ticket, "technicianId": technician }).to_string();
+    let first = api
+        .raw(
+            "AssignTechnician",
+            body.clone(),
+            &[("Idempotency-Key", "assign-once")],
+        )
+        .await;
+    let head = api.head().await;
+    let second = api
+        .raw(
+            "AssignTechnician",
+            body,
+            &[("Idempotency-Key", "assign-once")],
+        )
+        .await;
+    assert_eq!(first.0, 200);
+    assert_eq!(first, second, "a repeated command answers the same");
+    assert_eq!(api.head().await, head, "and appends nothing");
+    let raise = json!({ "customerId": customer, "category": "general", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string();
+    let r1 = api
+        .raw(
+            "RaiseTicket",
+            raise.clone(),
+            &[("Idempotency-Key", "6f1d8a52-3f0e-4bd5-9b7e-0a4b8f7d2c11")],
+        )
+        .await;
+    let r2 = api
+        .raw(
+            "RaiseTicket",
+            raise,
+            &[("Idempotency-Key", "6f1d8a52-3f0e-4bd5-9b7e-0a4b8f7d2c11")],
+        )
+        .await;
+    assert_eq!(
+        (r1.0, &r1.1),
+        (201, &r2.1),
+        "a repeated raise answers 201 and the same ticket"
+    );
+    assert_eq!(r2.0, 201);
+    assert_eq!(r1.1["commandId"], "6f1d8a52-3f0e-4bd5-9b7e-0a4b8f7d2c11");
+    let head = api.head().await;
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician, "expectedVersion": 1 }).to_string(), 409, "version_conflict"),
+        ("StartWork", "{not json".into(), 400, "malformed_request"),
+        ("StartWork", json!({ "ticketId": ticket, "extra": true }).to_string(), 400, "malformed_request"),
+        ("StartWork", json!({ "ticketId": "not-a-uuid" }).to_string(), 400, "malformed_request"),
+        ("StartWork", "".into(), 400, "malformed_request"),
+        ("RegisterCustomer", json!({ "name": "X", "email": "not-an-email" }).to_string(), 400, "invalid_field"),
+        ("RegisterCustomer", json!({ "name": "   ", "email": "x@example.com" }).to_string(), 400, "invalid_field"),
+        ("RaiseTicket", json!({ "customerId": customer, "category": "repair", "subject": "s", "description": "d", "severity": "minor", "impact": 9 }).to_string(), 400, "invalid_field"),
+        ("RaiseTicket", json!({ "customerId": customer, "category": "spaceship", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string(), 400, "malformed_request"),
+        ("RaiseTicket", json!({ "customerId": technician, "category": "repair", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string(), 422, "unknown_customer"),
+        ("RegisterCustomer", json!({ "name": "Other Ana", "email": "ANA@example.com" }).to_string(), 422, "email_already_registered"),
+        ("CloseTicket", json!({ "ticketId": ticket }).to_string(), 422, "invalid_status_transition"),
+        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": customer }).to_string(), 422, "unknown_technician"),
+        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician }).to_string(), 422, "already_assigned"),
+        ("StartWork", json!({ "ticketId": uuid::Uuid::new_v4() }).to_string(), 404, "not_found"),
+        ("LaunchRocket", "{}".into(), 404, "unknown_command"),
+        ("StartWork", format!("{{\"ticketId\": \"{ticket}\", \"pad\": \"{}\"}}", "x".repeat(70 * 1024)), 413, "payload_too_large"),
+    ];
+    for (name, body, status, code) in cases {
+        let (got, answer) = api.raw(name, body, &[]).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{name}: {answer}");
+        assert!(answer["error"]["message"].is_string());
+    }
+    let (got, answer) = api
+        .raw(
+            "StartWork",
+            json!({ "ticketId": ticket }).to_string(),
+            &[("X-Correlation-Id", "nope")],
+        )
+        .await;
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (400, Some("malformed_request"))
+    );
+    assert_eq!(
+        api.head().await,
+        head,
+        "no refused command appended anything"
+    );
+
+    // An inactive technician gets no new assignment.
+    let (status, _) = api
+        .command(
+            "DeactivateTechnician",
+            json!({ "technicianId": technician }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, another) = api
+        .command(
+            "OnboardTechnician",
+            json!({ "name": "Mei", "email": "mei@example.com" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mei = another["events"][0]["data"]["technicianId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, answer) = api
+        .command(
+            "AssignTechnician",
+            json!({ "ticketId": ticket, "technicianId": mei }),
+        )
+        .await;
+    assert_eq!(status, 200, "reassignment: {answer}");
+    assert_eq!(
+        answer["events"][0]["data"]["previousTechnicianId"],
+        technician.as_str()
+    );
+    let (status, answer) = api
+        .command(
+            "AssignTechnician",
+            json!({ "ticketId": ticket, "technicianId": technician }),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("technician_inactive"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_documents_itself() {
+    let (_ledger, api) = start().await;
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(format!("{}/openapi.json", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for name in [
+        "RegisterCustomer",
+        "OnboardTechnician",
+        "DeactivateTechnician",
+        "RaiseTicket",
+        "AssignTechnician",
+        "StartWork",
+        "ResolveTicket",
+        "CloseTicket",
+    ] {
+        assert!(
+            doc["paths"][format!("/commands/{name}")]["post"].is_object(),
+            "{name} documented"
+        );
+    }
+    let graphiql = http
+        .get(format!("{}/graphql", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(graphiql.status(), 200);
+    assert!(graphiql
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase()
+        .contains("graphiql"));
+    let bad = api
+        .graphql("{ tickets(first: 1000) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let bad = api.graphql("{ ticket(id: \"x\") { id } }", json!({})).await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let none = api
+        .graphql(
+            "{ ticket(id: \"6f1d8a52-3f0e-4bd5-9b7e-0a4b8f7d2c11\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(none["data"]["ticket"], Value::Null);
+}

@@ -1,0 +1,82 @@
+//! `ledger serve` without DATABASE_URL: a private cluster under --data-dir, started as root
+//! too, reused on the next start, and never left running.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::e2e::Api;
+use crate::harness::{eventually, LedgerProcess};
+
+fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(data_dir.join("pg/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    PathBuf::from(format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_cluster_is_reused_and_never_outlives_ledger() {
+    let dir = tempfile::Builder::new()
+        .prefix("ledger-embedded")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let data_dir = dir.path().join("data");
+    let data_arg = data_dir.to_str().unwrap().to_owned();
+
+    let mut ledger = LedgerProcess::start(&["--data-dir", &data_arg], &[]);
+    let api = Api::new(&ledger.base_url);
+    let (status, _) = api
+        .command(
+            "RegisterCustomer",
+            json!({ "name": "Ana", "email": "ana@example.com" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let postgres = postmaster_pid(&data_dir).expect("postmaster.pid while serving");
+    assert!(alive(postgres));
+    assert_eq!(
+        ledger.stop_with(libc::SIGINT),
+        Some(0),
+        "Ctrl-C exits cleanly"
+    );
+    assert!(!alive(postgres), "PostgreSQL stopped with ledger");
+    assert!(postmaster_pid(&data_dir).is_none(), "and shut down cleanly");
+
+    // Second start: same data.
+    let mut ledger = LedgerProcess::start(&["--data-dir", &data_arg], &[]);
+    let api = Api::new(&ledger.base_url);
+    assert_eq!(
+        api.head().await,
+        2,
+        "the customer and its e-mail claim are still there"
+    );
+    let (status, answer) = api
+        .command(
+            "RegisterCustomer",
+            json!({ "name": "Ana", "email": "ana@example.com" }),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("email_already_registered"))
+    );
+
+    // Killed outright, ledger still takes its PostgreSQL down with it.
+    let postgres = postmaster_pid(&data_dir).expect("postmaster.pid while serving");
+    ledger.stop_with(libc::SIGKILL);
+    eventually(
+        Duration::from_secs(30),
+        "PostgreSQL to stop after ledger was killed",
+        || async { (!alive(postgres)).then_some(()) },
+    )
+    .await;
+}

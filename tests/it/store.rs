@@ -1,0 +1,356 @@
+//! The stream-store conformance suite. Every check takes `&dyn EventStore`, so each backend
+//! runs the very same source; `conformance_tests!` instantiates it for one backend.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use futures::StreamExt;
+use serde_json::json;
+use stream_store::{
+    Actor, CommandMetadata, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId,
+};
+use uuid::Uuid;
+
+pub fn meta() -> CommandMetadata {
+    let command_id = Uuid::new_v4();
+    CommandMetadata {
+        command_id,
+        correlation_id: Uuid::new_v4(),
+        causation_id: command_id,
+        actor: Actor {
+            id: "user-1".into(),
+            role: "admin".into(),
+        },
+        recorded_at: Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0).unwrap(),
+    }
+}
+
+pub fn events(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "ThingHappened".into(),
+            schema_version: 1,
+            data: json!({ "n": i }),
+        })
+        .collect()
+}
+
+pub fn stream(name: &str) -> StreamId {
+    StreamId::new(format!("{name}-{}", Uuid::new_v4().simple())).unwrap()
+}
+
+async fn stream_len(store: &dyn EventStore, s: &StreamId) -> usize {
+    stream_store::read_full_stream(store, s)
+        .await
+        .unwrap()
+        .len()
+}
+
+pub async fn append_then_read_in_order(store: &dyn EventStore) {
+    let s = stream("order");
+    let meta = meta();
+    let out = store
+        .append(&s, ExpectedVersion::NoStream, events(3), &meta)
+        .await
+        .unwrap();
+    assert_eq!(out.version, 3);
+    assert!(!out.duplicate);
+    assert!(out.created_stream());
+    let read = store.read_stream(&s, 0, 100).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        read.iter()
+            .map(|e| e.data["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(read, out.events, "the append answers what a read returns");
+    let e = &read[0];
+    assert_eq!(e.command_id, meta.command_id);
+    assert_eq!(e.correlation_id, meta.correlation_id);
+    assert_eq!(e.causation_id, meta.causation_id);
+    assert_eq!(e.actor, meta.actor);
+    assert_eq!(e.recorded_at, meta.recorded_at);
+    assert_eq!(e.schema_version, 1);
+    let tail = store.read_stream(&s, 1, 100).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(
+        store.read_stream(&s, 0, 2).await.unwrap().len(),
+        2,
+        "limit is honoured"
+    );
+}
+
+pub async fn expected_version_conflicts_are_typed_and_write_nothing(store: &dyn EventStore) {
+    let s = stream("conflict");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1), &meta())
+        .await
+        .unwrap();
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Exact(5),
+    ] {
+        match store.append(&s, expected, events(2), &meta()).await {
+            Err(StoreError::Conflict {
+                actual,
+                expected: e,
+                ..
+            }) => {
+                assert_eq!(actual, 1);
+                assert_eq!(e, expected);
+            }
+            other => panic!("expected a conflict for {expected:?}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        stream_len(store, &s).await,
+        1,
+        "a refused append writes nothing"
+    );
+    assert_eq!(
+        store
+            .append(&s, ExpectedVersion::Exact(1), events(1), &meta())
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        store
+            .append(&s, ExpectedVersion::Any, events(1), &meta())
+            .await
+            .unwrap()
+            .version,
+        3
+    );
+    match store
+        .append(
+            &stream("fresh"),
+            ExpectedVersion::Exact(1),
+            events(1),
+            &meta(),
+        )
+        .await
+    {
+        Err(StoreError::Conflict { actual: 0, .. }) => {}
+        other => panic!("expected a conflict on a missing stream, got {other:?}"),
+    }
+}
+
+pub async fn the_same_command_id_appends_once(store: &dyn EventStore) {
+    let s = stream("idem");
+    let meta = meta();
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events(2), &meta)
+        .await
+        .unwrap();
+    // Same command id, even with other events and another expectation: nothing new.
+    let again = store
+        .append(&s, ExpectedVersion::Any, events(3), &meta)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.events, first.events);
+    assert_eq!(
+        (again.version, again.position),
+        (first.version, first.position)
+    );
+    assert_eq!(stream_len(store, &s).await, 2);
+    let found = store
+        .find_command(meta.command_id)
+        .await
+        .unwrap()
+        .expect("command is known");
+    assert_eq!(found.events, first.events);
+    assert!(store.find_command(Uuid::new_v4()).await.unwrap().is_none());
+}
+
+pub async fn concurrent_duplicates_append_once(store: &dyn EventStore) {
+    let s = stream("idem-race");
+    let meta = meta();
+    let attempts = futures::future::join_all(
+        (0..16).map(|_| store.append(&s, ExpectedVersion::Any, events(1), &meta)),
+    )
+    .await;
+    let outcomes: Vec<_> = attempts.into_iter().map(Result::unwrap).collect();
+    assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1);
+    assert!(outcomes.iter().all(|o| o.events == outcomes[0].events));
+    assert_eq!(stream_len(store, &s).await, 1);
+}
+
+pub async fn concurrent_writers_to_one_stream_never_overwrite(store: &dyn EventStore) {
+    let s = stream("race");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1), &meta())
+        .await
+        .unwrap();
+    let metas: Vec<_> = (0..10).map(|_| meta()).collect();
+    let attempts = futures::future::join_all(
+        metas
+            .iter()
+            .map(|m| store.append(&s, ExpectedVersion::Exact(1), events(1), m)),
+    )
+    .await;
+    let won = attempts.iter().filter(|r| r.is_ok()).count();
+    let conflicts = attempts
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict { .. })))
+        .count();
+    assert_eq!((won, conflicts), (1, 9));
+    assert_eq!(stream_len(store, &s).await, 2);
+}
+
+pub async fn a_multi_event_append_is_atomic(store: &dyn EventStore) {
+    let s = stream("atomic");
+    let mut batch = events(3);
+    // PostgreSQL's jsonb cannot hold U+0000: the third event makes the append fail.
+    batch[2].data = json!({ "bad": "\u{0000}" });
+    let result = store
+        .append(&s, ExpectedVersion::NoStream, batch, &meta())
+        .await;
+    assert!(result.is_err(), "the append must fail");
+    assert_eq!(
+        stream_len(store, &s).await,
+        0,
+        "no event of a failed append is stored"
+    );
+    assert!(
+        store
+            .append(&s, ExpectedVersion::NoStream, vec![], &meta())
+            .await
+            .is_err(),
+        "empty appends are refused"
+    );
+    assert!(StreamId::new("").is_err());
+    assert!(StreamId::new("a\nb").is_err());
+}
+
+pub async fn the_global_log_is_dense_and_ordered(store: &dyn EventStore) {
+    let head = store.head().await.unwrap();
+    let (a, b) = (stream("a"), stream("b"));
+    store
+        .append(&a, ExpectedVersion::Any, events(2), &meta())
+        .await
+        .unwrap();
+    store
+        .append(&b, ExpectedVersion::Any, events(1), &meta())
+        .await
+        .unwrap();
+    store
+        .append(&a, ExpectedVersion::Any, events(1), &meta())
+        .await
+        .unwrap();
+    let all = store.read_all(head, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (head + 1..=head + 4).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.stream_id.clone(), e.version))
+            .collect::<Vec<_>>(),
+        vec![
+            (a.clone(), 1),
+            (a.clone(), 2),
+            (b.clone(), 1),
+            (a.clone(), 3)
+        ]
+    );
+    assert_eq!(store.head().await.unwrap(), head + 4);
+    assert_eq!(
+        store.read_all(head + 2, 1).await.unwrap()[0].position,
+        head + 3
+    );
+}
+
+pub async fn a_subscription_hands_over_from_catch_up_to_live_without_gap(store: &dyn EventStore) {
+    let s = stream("sub");
+    let start = store.head().await.unwrap();
+    for _ in 0..5 {
+        store
+            .append(&s, ExpectedVersion::Any, events(2), &meta())
+            .await
+            .unwrap();
+    }
+    let mut feed = store.subscribe_all(start);
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let e = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("catch-up in time")
+            .unwrap()
+            .unwrap();
+        seen.push(e.position);
+    }
+    // Live: appends made while the subscriber waits, from several tasks at once.
+    let metas: Vec<_> = (0..5).map(|_| meta()).collect();
+    let writers: Vec<_> = metas
+        .iter()
+        .map(|m| store.append(&s, ExpectedVersion::Any, events(2), m))
+        .collect();
+    let (written, ()) = tokio::join!(futures::future::join_all(writers), async {
+        while seen.len() < 20 {
+            let e = tokio::time::timeout(Duration::from_secs(10), feed.next())
+                .await
+                .expect("live event in time")
+                .unwrap()
+                .unwrap();
+            seen.push(e.position);
+        }
+    });
+    assert!(written.iter().all(Result::is_ok));
+    assert_eq!(
+        seen,
+        (start + 1..=start + 20).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    // Nothing more is delivered.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.next())
+            .await
+            .is_err()
+    );
+    // A subscription from the middle starts right after it.
+    let mut from_middle = store.subscribe_all(start + 7);
+    assert_eq!(
+        from_middle.next().await.unwrap().unwrap().position,
+        start + 8
+    );
+}
+
+/// Instantiates every conformance check as a test for one backend.
+macro_rules! conformance_tests {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            conformance_tests!(@each $make;
+                append_then_read_in_order,
+                expected_version_conflicts_are_typed_and_write_nothing,
+                the_same_command_id_appends_once,
+                concurrent_duplicates_append_once,
+                concurrent_writers_to_one_stream_never_overwrite,
+                a_multi_event_append_is_atomic,
+                the_global_log_is_dense_and_ordered,
+                a_subscription_hands_over_from_catch_up_to_live_without_gap);
+        }
+    };
+    (@each $make:expr; $($check:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let db = $make;
+                super::$check(&*db.store).await;
+            }
+        )+
+    };
+}
+
+conformance_tests!(postgres, crate::harness::test_db().await);
