@@ -206,7 +206,7 @@ pub struct ErrorResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `version_conflict`, `technician_inactive`.
+    /// Stable machine-readable code, e.g. `VERSION_CONFLICT`, `TECHNICIAN_INACTIVE`.
     pub code: String,
     pub message: String,
     pub details: serde_json::Value,

@@ -63,15 +63,15 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Malformed { .. } => "malformed_request",
-            Self::InvalidField(_) => "invalid_field",
-            Self::UnknownCommand(_) => "unknown_command",
-            Self::NotFound(_) => "not_found",
-            Self::Conflict { .. } => "version_conflict",
-            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::Malformed { .. } => "MALFORMED_REQUEST",
+            Self::InvalidField(_) => "INVALID_FIELD",
+            Self::UnknownCommand(_) => "UNKNOWN_COMMAND",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict { .. } => "VERSION_CONFLICT",
+            Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::Rule(rule) => rule.code(),
-            Self::Unavailable(_) => "store_unavailable",
-            Self::Internal(_) => "internal_error",
+            Self::Unavailable(_) => "STORE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
         }
     }
 

@@ -23,12 +23,12 @@ macro_rules! command_doc {
             responses(
                 (status = 201, description = "Accepted; the command created its stream", body = dto::CommandResponse),
                 (status = 200, description = "Accepted", body = dto::CommandResponse),
-                (status = 400, description = "Malformed body or invalid field (`malformed_request`, `invalid_field`)", body = dto::ErrorResponse),
-                (status = 404, description = "The target aggregate does not exist (`not_found`)", body = dto::ErrorResponse),
-                (status = 409, description = "`expectedVersion` is stale (`version_conflict`)", body = dto::ErrorResponse),
-                (status = 413, description = "Body larger than 64 KiB (`payload_too_large`)", body = dto::ErrorResponse),
+                (status = 400, description = "Malformed body or invalid field (`MALFORMED_REQUEST`, `INVALID_FIELD`)", body = dto::ErrorResponse),
+                (status = 404, description = "The target aggregate does not exist (`NOT_FOUND`)", body = dto::ErrorResponse),
+                (status = 409, description = "`expectedVersion` is stale (`VERSION_CONFLICT`)", body = dto::ErrorResponse),
+                (status = 413, description = "Body larger than 64 KiB (`PAYLOAD_TOO_LARGE`)", body = dto::ErrorResponse),
                 (status = 422, description = "A domain rule refuses the command; `code` names the rule", body = dto::ErrorResponse),
-                (status = 503, description = "The event store is unavailable (`store_unavailable`); retry with the same key", body = dto::ErrorResponse),
+                (status = 503, description = "The event store is unavailable (`STORE_UNAVAILABLE`); retry with the same key", body = dto::ErrorResponse),
             )
         )]
         #[allow(dead_code)]

@@ -217,7 +217,7 @@ impl CommandService {
         if self.reserve(&key, email.as_str(), owner, meta).await? {
             Ok(())
         } else {
-            Err(DomainError::EmailAlreadyRegistered.into())
+            Err(DomainError::EmailTaken.into())
         }
     }
 

@@ -32,7 +32,7 @@ pub enum DomainError {
     #[error("ticket already exists")]
     TicketAlreadyRaised,
     #[error("this e-mail address is already registered")]
-    EmailAlreadyRegistered,
+    EmailTaken,
     #[error("unknown customer")]
     UnknownCustomer,
     #[error("unknown technician")]
@@ -56,19 +56,19 @@ impl DomainError {
     /// Stable machine-readable code, used by HTTP and GraphQL errors.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } => "not_found",
-            Self::CustomerAlreadyRegistered => "customer_already_registered",
-            Self::TechnicianAlreadyOnboarded => "technician_already_onboarded",
-            Self::TechnicianAlreadyInactive => "technician_already_inactive",
-            Self::TicketAlreadyRaised => "ticket_already_raised",
-            Self::EmailAlreadyRegistered => "email_already_registered",
-            Self::UnknownCustomer => "unknown_customer",
-            Self::UnknownTechnician => "unknown_technician",
-            Self::TechnicianInactive => "technician_inactive",
-            Self::AlreadyAssigned => "already_assigned",
-            Self::NotAssigned => "not_assigned",
-            Self::TicketClosed => "ticket_closed",
-            Self::InvalidTransition { .. } => "invalid_status_transition",
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::CustomerAlreadyRegistered => "CUSTOMER_ALREADY_REGISTERED",
+            Self::TechnicianAlreadyOnboarded => "TECHNICIAN_ALREADY_ONBOARDED",
+            Self::TechnicianAlreadyInactive => "TECHNICIAN_ALREADY_INACTIVE",
+            Self::TicketAlreadyRaised => "TICKET_ALREADY_RAISED",
+            Self::EmailTaken => "EMAIL_TAKEN",
+            Self::UnknownCustomer => "UNKNOWN_CUSTOMER",
+            Self::UnknownTechnician => "UNKNOWN_TECHNICIAN",
+            Self::TechnicianInactive => "TECHNICIAN_INACTIVE",
+            Self::AlreadyAssigned => "ALREADY_ASSIGNED",
+            Self::NotAssigned => "NOT_ASSIGNED",
+            Self::TicketClosed => "TICKET_CLOSED",
+            Self::InvalidTransition { .. } => "INVALID_TRANSITION",
         }
     }
 }

@@ -276,23 +276,23 @@ async fn refused_commands_change_nothing() {
     let head = api.head().await;
 
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician, "expectedVersion": 1 }).to_string(), 409, "version_conflict"),
-        ("StartWork", "{not json".into(), 400, "malformed_request"),
-        ("StartWork", json!({ "ticketId": ticket, "extra": true }).to_string(), 400, "malformed_request"),
-        ("StartWork", json!({ "ticketId": "not-a-uuid" }).to_string(), 400, "malformed_request"),
-        ("StartWork", "".into(), 400, "malformed_request"),
-        ("RegisterCustomer", json!({ "name": "X", "email": "not-an-email" }).to_string(), 400, "invalid_field"),
-        ("RegisterCustomer", json!({ "name": "   ", "email": "x@example.com" }).to_string(), 400, "invalid_field"),
-        ("RaiseTicket", json!({ "customerId": customer, "category": "repair", "subject": "s", "description": "d", "severity": "minor", "impact": 9 }).to_string(), 400, "invalid_field"),
-        ("RaiseTicket", json!({ "customerId": customer, "category": "spaceship", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string(), 400, "malformed_request"),
-        ("RaiseTicket", json!({ "customerId": technician, "category": "repair", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string(), 422, "unknown_customer"),
-        ("RegisterCustomer", json!({ "name": "Other Ana", "email": "ANA@example.com" }).to_string(), 422, "email_already_registered"),
-        ("CloseTicket", json!({ "ticketId": ticket }).to_string(), 422, "invalid_status_transition"),
-        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": customer }).to_string(), 422, "unknown_technician"),
-        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician }).to_string(), 422, "already_assigned"),
-        ("StartWork", json!({ "ticketId": uuid::Uuid::new_v4() }).to_string(), 404, "not_found"),
-        ("LaunchRocket", "{}".into(), 404, "unknown_command"),
-        ("StartWork", format!("{{\"ticketId\": \"{ticket}\", \"pad\": \"{}\"}}", "x".repeat(70 * 1024)), 413, "payload_too_large"),
+        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician, "expectedVersion": 1 }).to_string(), 409, "VERSION_CONFLICT"),
+        ("StartWork", "{not json".into(), 400, "MALFORMED_REQUEST"),
+        ("StartWork", json!({ "ticketId": ticket, "extra": true }).to_string(), 400, "MALFORMED_REQUEST"),
+        ("StartWork", json!({ "ticketId": "not-a-uuid" }).to_string(), 400, "MALFORMED_REQUEST"),
+        ("StartWork", "".into(), 400, "MALFORMED_REQUEST"),
+        ("RegisterCustomer", json!({ "name": "X", "email": "not-an-email" }).to_string(), 400, "INVALID_FIELD"),
+        ("RegisterCustomer", json!({ "name": "   ", "email": "x@example.com" }).to_string(), 400, "INVALID_FIELD"),
+        ("RaiseTicket", json!({ "customerId": customer, "category": "repair", "subject": "s", "description": "d", "severity": "minor", "impact": 9 }).to_string(), 400, "INVALID_FIELD"),
+        ("RaiseTicket", json!({ "customerId": customer, "category": "spaceship", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string(), 400, "MALFORMED_REQUEST"),
+        ("RaiseTicket", json!({ "customerId": technician, "category": "repair", "subject": "s", "description": "d", "severity": "minor", "impact": 1 }).to_string(), 422, "UNKNOWN_CUSTOMER"),
+        ("RegisterCustomer", json!({ "name": "Other Ana", "email": "ANA@example.com" }).to_string(), 422, "EMAIL_TAKEN"),
+        ("CloseTicket", json!({ "ticketId": ticket }).to_string(), 422, "INVALID_TRANSITION"),
+        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": customer }).to_string(), 422, "UNKNOWN_TECHNICIAN"),
+        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician }).to_string(), 422, "ALREADY_ASSIGNED"),
+        ("StartWork", json!({ "ticketId": uuid::Uuid::new_v4() }).to_string(), 404, "NOT_FOUND"),
+        ("LaunchRocket", "{}".into(), 404, "UNKNOWN_COMMAND"),
+        ("StartWork", format!("{{\"ticketId\": \"{ticket}\", \"pad\": \"{}\"}}", "x".repeat(70 * 1024)), 413, "PAYLOAD_TOO_LARGE"),
     ];
     for (name, body, status, code) in cases {
         let (got, answer) = api.raw(name, body, &[]).await;
@@ -309,7 +309,7 @@ async fn refused_commands_change_nothing() {
         .await;
     assert_eq!(
         (got, answer["error"]["code"].as_str()),
-        (400, Some("malformed_request"))
+        (400, Some("MALFORMED_REQUEST"))
     );
     assert_eq!(
         api.head().await,
@@ -355,7 +355,7 @@ async fn refused_commands_change_nothing() {
         .await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
-        (422, Some("technician_inactive"))
+        (422, Some("TECHNICIAN_INACTIVE"))
     );
 }
 

@@ -67,7 +67,7 @@ async fn the_embedded_cluster_is_reused_and_never_outlives_ledger() {
         .await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
-        (422, Some("email_already_registered"))
+        (422, Some("EMAIL_TAKEN"))
     );
 
     // Killed outright, ledger still takes its PostgreSQL down with it.
