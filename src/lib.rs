@@ -1,8 +1,10 @@
 //! The `ledger` binary's wiring: configuration, the embedded PostgreSQL, and `serve`.
 
+mod config;
 mod embedded;
 mod serve;
 
+pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
 pub use serve::{connect_and_migrate, serve, ServeOptions};
 

@@ -27,6 +27,10 @@ enum Commands {
         /// PostgreSQL server to use instead of the embedded one.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// Configuration file (priority weights, thresholds, SLA hours); see
+        /// ledger.example.toml. Default: ./ledger.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -52,11 +56,17 @@ fn main() -> std::process::ExitCode {
                 listen,
                 data_dir,
                 database_url,
+                config,
             } => {
+                let config = match &config {
+                    Some(path) => ledger::Config::load(path, true),
+                    None => ledger::Config::load(std::path::Path::new("ledger.toml"), false),
+                }?;
                 ledger::serve(ledger::ServeOptions {
                     listen,
                     data_dir,
                     database_url: database_url.filter(|u| !u.is_empty()),
+                    config,
                 })
                 .await
             }

@@ -15,7 +15,7 @@ use stream_store::{EventStore, PgEventStore};
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::{EmbeddedPostgres, MIGRATOR};
+use crate::{Config, EmbeddedPostgres, MIGRATOR};
 
 /// Name of the database the embedded cluster serves.
 const EMBEDDED_DATABASE: &str = "ledger";
@@ -25,6 +25,7 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// `None`: start the embedded cluster under `data_dir`.
     pub database_url: Option<String>,
+    pub config: Config,
 }
 
 /// Opens a pool on `url` and brings the schema up to date.
@@ -52,7 +53,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             (pg.url(EMBEDDED_DATABASE), Some(pg))
         }
     };
-    let result = run(&url, options.listen).await;
+    let result = run(&url, options.listen, options.config.priority).await;
     if let Some(pg) = embedded {
         tokio::task::spawn_blocking(move || pg.stop()).await??;
         tracing::info!("embedded PostgreSQL stopped");
@@ -60,7 +61,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     result
 }
 
-async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
+async fn run(url: &str, listen: SocketAddr, policy: PriorityPolicy) -> anyhow::Result<()> {
     let pool = connect_and_migrate(url).await?;
     let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
     let shutdown = CancellationToken::new();
@@ -70,8 +71,7 @@ async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         projections::all_projectors(),
         shutdown.clone(),
     ));
-    let schema =
-        query_graphql::build_schema(pool.clone(), store.clone(), PriorityPolicy::default());
+    let schema = query_graphql::build_schema(pool.clone(), store.clone(), policy.clone());
     let app = Router::new()
         .route(
             "/health",
@@ -80,7 +80,7 @@ async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
                 store: store.clone(),
             }),
         )
-        .merge(command_api::router(store.clone()))
+        .merge(command_api::router(store.clone(), policy.clone()))
         .merge(query_graphql::router(schema))
         .layer(TraceLayer::new_for_http());
 

@@ -1,6 +1,7 @@
 //! Wire shapes of the commands. Strict: unknown fields are refused. Each converts into a domain
 //! command at the edge, where values are parsed.
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -26,6 +27,44 @@ impl From<Tier> for domain::Tier {
             Tier::Free => Self::Free,
             Tier::Paid => Self::Paid,
             Tier::Enterprise => Self::Enterprise,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Internal,
+}
+
+impl From<Visibility> for domain::Visibility {
+    fn from(v: Visibility) -> Self {
+        match v {
+            Visibility::Public => Self::Public,
+            Visibility::Internal => Self::Internal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Cash,
+    Card,
+    BankTransfer,
+    Upi,
+    Other,
+}
+
+impl From<PaymentMethod> for domain::PaymentMethod {
+    fn from(m: PaymentMethod) -> Self {
+        match m {
+            PaymentMethod::Cash => Self::Cash,
+            PaymentMethod::Card => Self::Card,
+            PaymentMethod::BankTransfer => Self::BankTransfer,
+            PaymentMethod::Upi => Self::Upi,
+            PaymentMethod::Other => Self::Other,
         }
     }
 }
@@ -72,107 +111,360 @@ impl From<Category> for domain::Category {
     }
 }
 
-/// Registers a customer. `customerId` is generated when absent. The e-mail must be unique.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RegisterCustomer {
-    pub customer_id: Option<Uuid>,
-    #[schema(max_length = 200, example = "Ana Souza")]
-    pub name: String,
-    #[schema(example = "ana@example.com")]
-    pub email: String,
-    #[schema(example = "+55 11 91234-5678")]
-    pub phone: Option<String>,
-    #[schema(max_length = 200)]
-    pub location: Option<String>,
-    /// Defaults to `free`.
-    pub tier: Option<Tier>,
-    /// Version the customer's stream must be at (0: must not exist yet).
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
+/// Declares a command body: strict (unknown fields refused), camelCase, with the optional
+/// `expectedVersion` every command accepts.
+macro_rules! command_body {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+            /// Version the target stream must be at (0: must not exist yet); a mismatch is a 409.
+            #[schema(minimum = 0)]
+            pub expected_version: Option<i64>,
+        }
+    };
 }
 
-/// Onboards a technician. `technicianId` is generated when absent. The e-mail must be unique.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct OnboardTechnician {
-    pub technician_id: Option<Uuid>,
-    #[schema(max_length = 200, example = "Ravi Kumar")]
-    pub name: String,
-    #[schema(example = "ravi@service.example")]
-    pub email: String,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Registers a customer. `customerId` is generated when absent. The e-mail must be unique.
+    RegisterCustomer {
+        customer_id: Option<Uuid>,
+        #[schema(max_length = 200, example = "Ana Souza")]
+        name: String,
+        #[schema(example = "ana@example.com")]
+        email: String,
+        /// Phone or WhatsApp number.
+        #[schema(example = "+55 11 91234-5678")]
+        phone: Option<String>,
+        #[schema(max_length = 200)]
+        location: Option<String>,
+        /// Defaults to `free`.
+        tier: Option<Tier>,
+    }
+);
 
-/// Deactivates a technician: no new assignments from then on.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DeactivateTechnician {
-    pub technician_id: Uuid,
-    #[schema(max_length = 5000)]
-    pub reason: Option<String>,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Changes a customer's details; absent fields stay as they are. A new e-mail must be unique.
+    UpdateCustomer {
+        customer_id: Uuid,
+        #[schema(max_length = 200)]
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        #[schema(max_length = 200)]
+        location: Option<String>,
+    }
+);
 
-/// Raises a ticket for a registered customer. `ticketId` is generated when absent; the
-/// number `TKT-YYYYMMDD-XXXXXX` is always generated.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RaiseTicket {
-    pub ticket_id: Option<Uuid>,
-    pub customer_id: Uuid,
-    pub category: Category,
-    #[schema(max_length = 200, example = "Phone does not charge")]
-    pub subject: String,
-    #[schema(max_length = 5000)]
-    pub description: String,
-    pub severity: Severity,
-    #[schema(minimum = 1, maximum = 5)]
-    pub impact: i64,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Moves a customer to another tier (it feeds the priority of new tickets).
+    ChangeCustomerTier { customer_id: Uuid, tier: Tier }
+);
 
-/// Assigns the ticket to an active technician, or reassigns it.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AssignTechnician {
-    pub ticket_id: Uuid,
-    pub technician_id: Uuid,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Onboards a technician. `technicianId` is generated when absent. The e-mail must be unique.
+    OnboardTechnician {
+        technician_id: Option<Uuid>,
+        #[schema(max_length = 200, example = "Ravi Kumar")]
+        name: String,
+        #[schema(example = "ravi@service.example")]
+        email: String,
+    }
+);
 
-/// Starts work on an assigned, open ticket.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct StartWork {
-    pub ticket_id: Uuid,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Deactivates a technician: no new assignments from then on.
+    DeactivateTechnician {
+        technician_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: Option<String>,
+    }
+);
 
-/// Resolves a ticket in progress.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ResolveTicket {
-    pub ticket_id: Uuid,
-    #[schema(max_length = 5000, example = "Replaced the charging port")]
-    pub resolution: String,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Registers a customer's device. The serial number must be unique; the purchase date not in
+    /// the future; the warranty runs `warrantyMonths` (0 to 1200) from the purchase date.
+    RegisterDevice {
+        device_id: Option<Uuid>,
+        customer_id: Uuid,
+        #[schema(max_length = 200, example = "ThinkPad X1")]
+        name: String,
+        #[schema(max_length = 200)]
+        brand: Option<String>,
+        #[schema(max_length = 200)]
+        model: Option<String>,
+        #[schema(max_length = 64, example = "PF-2X9K3")]
+        serial_number: String,
+        #[schema(max_length = 200, example = "laptop")]
+        category: Option<String>,
+        purchase_date: NaiveDate,
+        warranty_months: i64,
+        #[schema(max_length = 200)]
+        invoice_ref: Option<String>,
+    }
+);
 
-/// Closes a resolved ticket. A closed ticket never changes again.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CloseTicket {
-    pub ticket_id: Uuid,
-    #[schema(minimum = 0)]
-    pub expected_version: Option<i64>,
-}
+command_body!(
+    /// Extends a device's warranty by 1 to 1200 months.
+    ExtendWarranty {
+        device_id: Uuid,
+        months: i64,
+        #[schema(max_length = 5000)]
+        reason: Option<String>,
+    }
+);
+
+command_body!(
+    /// Checks a device in at the service center.
+    CheckInDevice {
+        device_id: Uuid,
+        #[schema(max_length = 5000, example = "Scratched lid")]
+        condition: String,
+        /// What came with the device (charger, bag, ...); at most 50.
+        accessories: Option<Vec<String>>,
+        #[schema(max_length = 5000, example = "Does not power on")]
+        reported_issue: String,
+        /// Not in the past.
+        expected_delivery_date: NaiveDate,
+        /// Integer minor units (cents).
+        #[schema(minimum = 0)]
+        expected_budget: Option<i64>,
+        /// An active technician to take the device.
+        technician_id: Option<Uuid>,
+    }
+);
+
+command_body!(
+    /// The repair is done: the device waits for its customer.
+    MarkReadyForDelivery { device_id: Uuid }
+);
+
+command_body!(
+    /// The customer took the device.
+    DeliverDevice { device_id: Uuid }
+);
+
+command_body!(
+    /// Closes a delivered device's service visit; its tickets' bills must be settled.
+    CloseDevice { device_id: Uuid }
+);
+
+command_body!(
+    /// Sets a new deadline for an overdue device, optionally with another technician.
+    RescheduleDelivery {
+        device_id: Uuid,
+        expected_delivery_date: NaiveDate,
+        technician_id: Option<Uuid>,
+    }
+);
+
+command_body!(
+    /// Raises a ticket for a registered customer, optionally about one of their devices.
+    /// `ticketId` is generated when absent; the number `TKT-YYYYMMDD-XXXXXX` always is.
+    RaiseTicket {
+        ticket_id: Option<Uuid>,
+        customer_id: Uuid,
+        device_id: Option<Uuid>,
+        category: Category,
+        #[schema(max_length = 200, example = "Phone does not charge")]
+        subject: String,
+        #[schema(max_length = 5000)]
+        description: String,
+        severity: Severity,
+        #[schema(minimum = 1, maximum = 5)]
+        impact: i64,
+    }
+);
+
+command_body!(
+    /// Assigns the ticket to an active technician, or reassigns it.
+    AssignTechnician { ticket_id: Uuid, technician_id: Uuid }
+);
+
+command_body!(
+    /// Starts work on an assigned, open ticket.
+    StartWork { ticket_id: Uuid }
+);
+
+command_body!(
+    /// Adds a note: `public` (the customer sees it) or `internal` (staff only; the default is public).
+    AddNote {
+        ticket_id: Uuid,
+        note_id: Option<Uuid>,
+        #[schema(max_length = 5000)]
+        text: String,
+        visibility: Option<Visibility>,
+    }
+);
+
+command_body!(
+    /// Quotes the repair; the customer approves or rejects it before billable work goes on.
+    QuoteRepair {
+        ticket_id: Uuid,
+        /// Integer minor units (cents).
+        #[schema(minimum = 0)]
+        amount: i64,
+        #[schema(max_length = 5000)]
+        description: String,
+    }
+);
+
+command_body!(
+    /// The customer approves the pending quote.
+    ApproveQuote { ticket_id: Uuid }
+);
+
+command_body!(
+    /// The customer rejects the pending quote.
+    RejectQuote {
+        ticket_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: Option<String>,
+    }
+);
+
+command_body!(
+    /// Uses spare parts from the inventory on a ticket in progress (takes them from stock).
+    UsePart {
+        ticket_id: Uuid,
+        part_id: Uuid,
+        #[schema(minimum = 1, maximum = 10000)]
+        quantity: i64,
+    }
+);
+
+command_body!(
+    /// Records the repair as done with its final cost (integer minor units).
+    CompleteRepair {
+        ticket_id: Uuid,
+        #[schema(minimum = 0)]
+        final_cost: i64,
+        #[schema(max_length = 5000)]
+        summary: String,
+    }
+);
+
+command_body!(
+    /// Resolves a ticket in progress.
+    ResolveTicket {
+        ticket_id: Uuid,
+        #[schema(max_length = 5000, example = "Replaced the charging port")]
+        resolution: String,
+    }
+);
+
+command_body!(
+    /// Closes a resolved ticket whose balance is settled.
+    CloseTicket { ticket_id: Uuid }
+);
+
+command_body!(
+    /// Cancels an open or in-progress ticket.
+    CancelTicket {
+        ticket_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: String,
+    }
+);
+
+command_body!(
+    /// Reopens a resolved or closed ticket.
+    ReopenTicket {
+        ticket_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: String,
+    }
+);
+
+command_body!(
+    /// Records a payment (integer minor units, never more than the balance).
+    RecordPayment {
+        ticket_id: Uuid,
+        payment_id: Option<Uuid>,
+        #[schema(minimum = 1)]
+        amount: i64,
+        method: PaymentMethod,
+    }
+);
+
+command_body!(
+    /// Claims warranty for the ticket's device: possible when the warranty was active on the day
+    /// the ticket was raised.
+    ClaimWarranty {
+        ticket_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: Option<String>,
+    }
+);
+
+command_body!(
+    /// Approves the pending warranty claim: the warranty covers what is unpaid of the bill, or
+    /// at most `coveredAmount` (integer minor units) when given.
+    ApproveWarrantyClaim {
+        ticket_id: Uuid,
+        #[schema(minimum = 0)]
+        covered_amount: Option<i64>,
+    }
+);
+
+command_body!(
+    /// Rejects the pending warranty claim, with the reason.
+    RejectWarrantyClaim {
+        ticket_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: String,
+    }
+);
+
+command_body!(
+    /// The customer's rating (1 to 5 stars) and comment, once, after completion.
+    SubmitFeedback {
+        ticket_id: Uuid,
+        rating: i64,
+        #[schema(max_length = 5000)]
+        comment: Option<String>,
+    }
+);
+
+command_body!(
+    /// Adds a spare part to the inventory.
+    AddPart {
+        part_id: Option<Uuid>,
+        #[schema(max_length = 200, example = "USB-C charging port")]
+        name: String,
+        #[schema(max_length = 200)]
+        sku: Option<String>,
+        /// Integer minor units (cents).
+        #[schema(minimum = 0)]
+        unit_cost: i64,
+        #[schema(minimum = 0, maximum = 1000000)]
+        initial_stock: Option<i64>,
+    }
+);
+
+command_body!(
+    /// Receives units of a part into stock.
+    ReceiveStock {
+        part_id: Uuid,
+        #[schema(minimum = 1, maximum = 1000000)]
+        quantity: i64,
+        #[schema(max_length = 200)]
+        reference: Option<String>,
+    }
+);
+
+command_body!(
+    /// Corrects a part's stock after a count; the result never goes below zero.
+    AdjustStock {
+        part_id: Uuid,
+        #[schema(minimum = -1000000, maximum = 1000000)]
+        delta: i64,
+        #[schema(max_length = 5000)]
+        reason: String,
+    }
+);
 
 /// The answer to an accepted command (and to its repeats with the same `Idempotency-Key`).
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,8 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use domain::{
-    CustomerId, Email, Impact, OnboardTechnician, Phone, RaiseTicket, RegisterCustomer,
-    TechnicianCommand, TechnicianId, Text, TicketCommand, TicketId,
+    AddPart, CheckInDevice, CustomerCommand, CustomerId, DeviceCommand, DeviceId, Email, Impact,
+    Money, NoteId, OnboardTechnician, PartCommand, PartId, PaymentId, Phone, RaiseTicket,
+    RegisterCustomer, RegisterDevice, SerialNumber, TechnicianCommand, TechnicianFacts,
+    TechnicianId, Text, TicketCommand, TicketId, UpdateCustomer, ValueError,
 };
 use serde::de::DeserializeOwned;
 use stream_store::{Actor, AppendOutcome, CommandMetadata};
@@ -20,13 +22,38 @@ use crate::{ApiError, CommandService, MAX_BODY_BYTES};
 /// Every command this API accepts, by name.
 pub(crate) const COMMANDS: &[&str] = &[
     "RegisterCustomer",
+    "UpdateCustomer",
+    "ChangeCustomerTier",
     "OnboardTechnician",
     "DeactivateTechnician",
+    "RegisterDevice",
+    "ExtendWarranty",
+    "CheckInDevice",
+    "MarkReadyForDelivery",
+    "DeliverDevice",
+    "CloseDevice",
+    "RescheduleDelivery",
     "RaiseTicket",
     "AssignTechnician",
     "StartWork",
+    "AddNote",
+    "QuoteRepair",
+    "ApproveQuote",
+    "RejectQuote",
+    "UsePart",
+    "CompleteRepair",
     "ResolveTicket",
     "CloseTicket",
+    "CancelTicket",
+    "ReopenTicket",
+    "RecordPayment",
+    "ClaimWarranty",
+    "ApproveWarrantyClaim",
+    "RejectWarrantyClaim",
+    "SubmitFeedback",
+    "AddPart",
+    "ReceiveStock",
+    "AdjustStock",
 ];
 
 /// Longest accepted `Idempotency-Key`.
@@ -154,6 +181,43 @@ fn optional_text(
     raw.map(|r| text(field, r, max)).transpose()
 }
 
+fn money(field: &'static str, minor_units: i64) -> Result<Money, ApiError> {
+    Ok(Money::parse(field, minor_units)?)
+}
+
+/// A count of units from 1 to `max`.
+fn quantity(field: &'static str, raw: i64, max: u32) -> Result<u32, ApiError> {
+    u32::try_from(raw)
+        .ok()
+        .filter(|q| (1..=max).contains(q))
+        .ok_or_else(|| {
+            ApiError::InvalidField(ValueError {
+                field,
+                reason: format!("must be a whole number from 1 to {max}"),
+            })
+        })
+}
+
+fn technician_id(id: Option<Uuid>) -> Option<TechnicianId> {
+    id.map(TechnicianId::from_uuid)
+}
+
+/// Facts about an optional technician, looked up only when one is named.
+async fn technician_facts(
+    service: &CommandService,
+    id: Option<TechnicianId>,
+) -> Result<Option<TechnicianFacts>, ApiError> {
+    match id {
+        Some(id) => service.technician_facts(id).await,
+        None => Ok(None),
+    }
+}
+
+/// Largest quantity of parts in one use or delivery.
+const MAX_QUANTITY: u32 = 1_000_000;
+/// Most accessories recorded at one check-in.
+const MAX_ACCESSORIES: usize = 50;
+
 async fn dispatch(
     service: &CommandService,
     name: &str,
@@ -179,6 +243,37 @@ async fn dispatch(
                 .register_customer(command, expected(b.expected_version)?, meta)
                 .await
         }
+        "UpdateCustomer" => {
+            let b: dto::UpdateCustomer = parse(body)?;
+            let update = UpdateCustomer {
+                name: optional_text("name", b.name.as_deref(), MAX_NAME)?,
+                email: b
+                    .email
+                    .as_deref()
+                    .map(|e| Email::parse("email", e))
+                    .transpose()?,
+                phone: b
+                    .phone
+                    .as_deref()
+                    .map(|p| Phone::parse("phone", p))
+                    .transpose()?,
+                location: optional_text("location", b.location.as_deref(), MAX_NAME)?,
+            };
+            let id = CustomerId::from_uuid(b.customer_id);
+            service
+                .update_customer(id, update, expected(b.expected_version)?, meta)
+                .await
+        }
+        "ChangeCustomerTier" => {
+            let b: dto::ChangeCustomerTier = parse(body)?;
+            let command = CustomerCommand::ChangeTier {
+                tier: b.tier.into(),
+            };
+            let id = CustomerId::from_uuid(b.customer_id);
+            service
+                .customer_command(id, command, expected(b.expected_version)?, meta)
+                .await
+        }
         "OnboardTechnician" => {
             let b: dto::OnboardTechnician = parse(body)?;
             let command = OnboardTechnician {
@@ -202,30 +297,152 @@ async fn dispatch(
                 .technician_command(id, command, expected(b.expected_version)?, meta)
                 .await
         }
+        "RegisterDevice" => {
+            let b: dto::RegisterDevice = parse(body)?;
+            let command = RegisterDevice {
+                device_id: DeviceId::from_uuid(b.device_id.unwrap_or_else(Uuid::new_v4)),
+                customer_id: CustomerId::from_uuid(b.customer_id),
+                customer: None,
+                name: text("name", &b.name, MAX_NAME)?,
+                brand: optional_text("brand", b.brand.as_deref(), MAX_NAME)?,
+                model: optional_text("model", b.model.as_deref(), MAX_NAME)?,
+                serial_number: SerialNumber::parse("serialNumber", &b.serial_number)?,
+                category: optional_text("category", b.category.as_deref(), MAX_NAME)?,
+                purchase_date: b.purchase_date,
+                warranty_months: b.warranty_months,
+                invoice_ref: optional_text("invoiceRef", b.invoice_ref.as_deref(), MAX_NAME)?,
+            };
+            service
+                .register_device(command, expected(b.expected_version)?, meta)
+                .await
+        }
+        "ExtendWarranty" => {
+            let b: dto::ExtendWarranty = parse(body)?;
+            let command = DeviceCommand::ExtendWarranty {
+                months: b.months,
+                reason: optional_text("reason", b.reason.as_deref(), MAX_LONG_TEXT)?,
+            };
+            service
+                .device_command(
+                    DeviceId::from_uuid(b.device_id),
+                    command,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "CheckInDevice" => {
+            let b: dto::CheckInDevice = parse(body)?;
+            let accessories = b.accessories.unwrap_or_default();
+            if accessories.len() > MAX_ACCESSORIES {
+                return Err(ApiError::InvalidField(ValueError {
+                    field: "accessories",
+                    reason: format!("at most {MAX_ACCESSORIES}"),
+                }));
+            }
+            let technician_id = technician_id(b.technician_id);
+            let command = DeviceCommand::CheckIn(CheckInDevice {
+                condition: text("condition", &b.condition, MAX_LONG_TEXT)?,
+                accessories: accessories
+                    .iter()
+                    .map(|a| text("accessories", a, MAX_NAME))
+                    .collect::<Result<_, _>>()?,
+                reported_issue: text("reportedIssue", &b.reported_issue, MAX_LONG_TEXT)?,
+                expected_delivery_date: b.expected_delivery_date,
+                expected_budget: b
+                    .expected_budget
+                    .map(|m| money("expectedBudget", m))
+                    .transpose()?,
+                technician_id,
+                technician: technician_facts(service, technician_id).await?,
+            });
+            service
+                .device_command(
+                    DeviceId::from_uuid(b.device_id),
+                    command,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "MarkReadyForDelivery" => {
+            let b: dto::MarkReadyForDelivery = parse(body)?;
+            service
+                .device_command(
+                    DeviceId::from_uuid(b.device_id),
+                    DeviceCommand::MarkReadyForDelivery,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "DeliverDevice" => {
+            let b: dto::DeliverDevice = parse(body)?;
+            service
+                .device_command(
+                    DeviceId::from_uuid(b.device_id),
+                    DeviceCommand::Deliver,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "CloseDevice" => {
+            let b: dto::CloseDevice = parse(body)?;
+            service
+                .close_device(
+                    DeviceId::from_uuid(b.device_id),
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "RescheduleDelivery" => {
+            let b: dto::RescheduleDelivery = parse(body)?;
+            let technician_id = technician_id(b.technician_id);
+            let command = DeviceCommand::RescheduleDelivery {
+                expected_delivery_date: b.expected_delivery_date,
+                technician_id,
+                technician: technician_facts(service, technician_id).await?,
+            };
+            service
+                .device_command(
+                    DeviceId::from_uuid(b.device_id),
+                    command,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
         "RaiseTicket" => {
             let b: dto::RaiseTicket = parse(body)?;
             let ticket_id = TicketId::from_uuid(b.ticket_id.unwrap_or_else(Uuid::new_v4));
             let customer_id = CustomerId::from_uuid(b.customer_id);
+            let device_id = b.device_id.map(DeviceId::from_uuid);
             let subject = text("subject", &b.subject, MAX_SUBJECT)?;
             let description = text("description", &b.description, MAX_LONG_TEXT)?;
             let impact = Impact::parse("impact", b.impact)?;
             let (category, severity) = (b.category.into(), b.severity.into());
-            let build = |number, customer| RaiseTicket {
+            let build = |number, customer, device, policy| RaiseTicket {
                 ticket_id,
                 number,
                 customer_id,
                 customer,
+                device_id,
+                device,
                 category,
                 subject: subject.clone(),
                 description: description.clone(),
                 severity,
                 impact,
+                policy,
             };
             service
                 .raise_ticket(
                     ticket_id,
-                    customer_id,
                     build,
+                    customer_id,
+                    device_id,
                     expected(b.expected_version)?,
                     meta,
                 )
@@ -239,40 +456,208 @@ async fn dispatch(
                 technician_id,
                 technician,
             };
-            let id = TicketId::from_uuid(b.ticket_id);
-            service
-                .ticket_command(id, command, expected(b.expected_version)?, meta)
-                .await
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
         }
         "StartWork" => {
             let b: dto::StartWork = parse(body)?;
-            let id = TicketId::from_uuid(b.ticket_id);
+            ticket(
+                service,
+                b.ticket_id,
+                TicketCommand::StartWork,
+                b.expected_version,
+                meta,
+            )
+            .await
+        }
+        "AddNote" => {
+            let b: dto::AddNote = parse(body)?;
+            let command = TicketCommand::AddNote {
+                note_id: NoteId::from_uuid(b.note_id.unwrap_or_else(Uuid::new_v4)),
+                text: text("text", &b.text, MAX_LONG_TEXT)?,
+                visibility: b.visibility.map_or(domain::Visibility::Public, Into::into),
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "QuoteRepair" => {
+            let b: dto::QuoteRepair = parse(body)?;
+            let command = TicketCommand::QuoteRepair {
+                amount: money("amount", b.amount)?,
+                description: text("description", &b.description, MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "ApproveQuote" => {
+            let b: dto::ApproveQuote = parse(body)?;
+            ticket(
+                service,
+                b.ticket_id,
+                TicketCommand::ApproveQuote,
+                b.expected_version,
+                meta,
+            )
+            .await
+        }
+        "RejectQuote" => {
+            let b: dto::RejectQuote = parse(body)?;
+            let command = TicketCommand::RejectQuote {
+                reason: optional_text("reason", b.reason.as_deref(), MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "UsePart" => {
+            let b: dto::UsePart = parse(body)?;
+            let quantity = quantity("quantity", b.quantity, MAX_QUANTITY)?;
             service
-                .ticket_command(
-                    id,
-                    TicketCommand::StartWork,
+                .use_part(
+                    TicketId::from_uuid(b.ticket_id),
+                    PartId::from_uuid(b.part_id),
+                    quantity,
                     expected(b.expected_version)?,
                     meta,
                 )
                 .await
+        }
+        "CompleteRepair" => {
+            let b: dto::CompleteRepair = parse(body)?;
+            let command = TicketCommand::CompleteRepair {
+                final_cost: money("finalCost", b.final_cost)?,
+                summary: text("summary", &b.summary, MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
         }
         "ResolveTicket" => {
             let b: dto::ResolveTicket = parse(body)?;
             let command = TicketCommand::Resolve {
                 resolution: text("resolution", &b.resolution, MAX_LONG_TEXT)?,
             };
-            let id = TicketId::from_uuid(b.ticket_id);
-            service
-                .ticket_command(id, command, expected(b.expected_version)?, meta)
-                .await
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
         }
         "CloseTicket" => {
             let b: dto::CloseTicket = parse(body)?;
-            let id = TicketId::from_uuid(b.ticket_id);
+            ticket(
+                service,
+                b.ticket_id,
+                TicketCommand::Close,
+                b.expected_version,
+                meta,
+            )
+            .await
+        }
+        "CancelTicket" => {
+            let b: dto::CancelTicket = parse(body)?;
+            let command = TicketCommand::Cancel {
+                reason: text("reason", &b.reason, MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "ReopenTicket" => {
+            let b: dto::ReopenTicket = parse(body)?;
+            let command = TicketCommand::Reopen {
+                reason: text("reason", &b.reason, MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "RecordPayment" => {
+            let b: dto::RecordPayment = parse(body)?;
+            if b.amount < 1 {
+                return Err(ApiError::InvalidField(ValueError {
+                    field: "amount",
+                    reason: "must be at least 1 minor unit".into(),
+                }));
+            }
+            let command = TicketCommand::RecordPayment {
+                payment_id: PaymentId::from_uuid(b.payment_id.unwrap_or_else(Uuid::new_v4)),
+                amount: money("amount", b.amount)?,
+                method: b.method.into(),
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "ClaimWarranty" => {
+            let b: dto::ClaimWarranty = parse(body)?;
+            let reason = optional_text("reason", b.reason.as_deref(), MAX_LONG_TEXT)?;
             service
-                .ticket_command(
-                    id,
-                    TicketCommand::Close,
+                .claim_warranty(
+                    TicketId::from_uuid(b.ticket_id),
+                    reason,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "ApproveWarrantyClaim" => {
+            let b: dto::ApproveWarrantyClaim = parse(body)?;
+            let command = TicketCommand::ApproveWarrantyClaim {
+                covered_limit: b
+                    .covered_amount
+                    .map(|m| money("coveredAmount", m))
+                    .transpose()?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "RejectWarrantyClaim" => {
+            let b: dto::RejectWarrantyClaim = parse(body)?;
+            let command = TicketCommand::RejectWarrantyClaim {
+                reason: text("reason", &b.reason, MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "SubmitFeedback" => {
+            let b: dto::SubmitFeedback = parse(body)?;
+            let command = TicketCommand::SubmitFeedback {
+                rating: b.rating,
+                comment: optional_text("comment", b.comment.as_deref(), MAX_LONG_TEXT)?,
+            };
+            ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "AddPart" => {
+            let b: dto::AddPart = parse(body)?;
+            let initial_stock = match b.initial_stock {
+                None | Some(0) => 0,
+                Some(n) => quantity("initialStock", n, MAX_QUANTITY)?,
+            };
+            let part_id = PartId::from_uuid(b.part_id.unwrap_or_else(Uuid::new_v4));
+            let command = PartCommand::Add(AddPart {
+                part_id,
+                name: text("name", &b.name, MAX_NAME)?,
+                sku: optional_text("sku", b.sku.as_deref(), MAX_NAME)?,
+                unit_cost: money("unitCost", b.unit_cost)?,
+                initial_stock,
+            });
+            service
+                .part_command(part_id, command, expected(b.expected_version)?, meta)
+                .await
+        }
+        "ReceiveStock" => {
+            let b: dto::ReceiveStock = parse(body)?;
+            let command = PartCommand::ReceiveStock {
+                quantity: quantity("quantity", b.quantity, MAX_QUANTITY)?,
+                reference: optional_text("reference", b.reference.as_deref(), MAX_NAME)?,
+            };
+            service
+                .part_command(
+                    PartId::from_uuid(b.part_id),
+                    command,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "AdjustStock" => {
+            let b: dto::AdjustStock = parse(body)?;
+            if b.delta.unsigned_abs() > u64::from(MAX_QUANTITY) {
+                return Err(ApiError::InvalidField(ValueError {
+                    field: "delta",
+                    reason: format!("must be within ±{MAX_QUANTITY}"),
+                }));
+            }
+            let command = PartCommand::AdjustStock {
+                delta: b.delta,
+                reason: text("reason", &b.reason, MAX_LONG_TEXT)?,
+            };
+            service
+                .part_command(
+                    PartId::from_uuid(b.part_id),
+                    command,
                     expected(b.expected_version)?,
                     meta,
                 )
@@ -280,4 +665,21 @@ async fn dispatch(
         }
         other => Err(ApiError::UnknownCommand(other.to_owned())),
     }
+}
+
+async fn ticket(
+    service: &CommandService,
+    id: Uuid,
+    command: TicketCommand,
+    expected_version: Option<i64>,
+    meta: &CommandMetadata,
+) -> Result<AppendOutcome, ApiError> {
+    service
+        .ticket_command(
+            TicketId::from_uuid(id),
+            command,
+            expected(expected_version)?,
+            meta,
+        )
+        .await
 }

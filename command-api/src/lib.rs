@@ -14,14 +14,15 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use domain::priority::PriorityPolicy;
 use stream_store::EventStore;
 
 /// Largest command body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Routes of the command API.
-pub fn router(store: Arc<dyn EventStore>) -> Router {
-    let service = Arc::new(CommandService::new(store));
+pub fn router(store: Arc<dyn EventStore>, policy: PriorityPolicy) -> Router {
+    let service = Arc::new(CommandService::new(store, policy));
     Router::new()
         .route("/commands/{name}", post(handler::execute))
         .route("/openapi.json", get(openapi::serve))

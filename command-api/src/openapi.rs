@@ -43,6 +43,18 @@ command_doc!(
     "Register a customer"
 );
 command_doc!(
+    update_customer,
+    "/commands/UpdateCustomer",
+    dto::UpdateCustomer,
+    "Change a customer's details"
+);
+command_doc!(
+    change_customer_tier,
+    "/commands/ChangeCustomerTier",
+    dto::ChangeCustomerTier,
+    "Change a customer's tier"
+);
+command_doc!(
     onboard_technician,
     "/commands/OnboardTechnician",
     dto::OnboardTechnician,
@@ -53,6 +65,48 @@ command_doc!(
     "/commands/DeactivateTechnician",
     dto::DeactivateTechnician,
     "Deactivate a technician"
+);
+command_doc!(
+    register_device,
+    "/commands/RegisterDevice",
+    dto::RegisterDevice,
+    "Register a device and its warranty"
+);
+command_doc!(
+    extend_warranty,
+    "/commands/ExtendWarranty",
+    dto::ExtendWarranty,
+    "Extend a device's warranty"
+);
+command_doc!(
+    check_in_device,
+    "/commands/CheckInDevice",
+    dto::CheckInDevice,
+    "Check a device in"
+);
+command_doc!(
+    mark_ready_for_delivery,
+    "/commands/MarkReadyForDelivery",
+    dto::MarkReadyForDelivery,
+    "Mark a device ready for delivery"
+);
+command_doc!(
+    deliver_device,
+    "/commands/DeliverDevice",
+    dto::DeliverDevice,
+    "Deliver a device"
+);
+command_doc!(
+    close_device,
+    "/commands/CloseDevice",
+    dto::CloseDevice,
+    "Close a device's service visit"
+);
+command_doc!(
+    reschedule_delivery,
+    "/commands/RescheduleDelivery",
+    dto::RescheduleDelivery,
+    "Reschedule an overdue delivery"
 );
 command_doc!(
     raise_ticket,
@@ -73,6 +127,42 @@ command_doc!(
     "Start work on a ticket"
 );
 command_doc!(
+    add_note,
+    "/commands/AddNote",
+    dto::AddNote,
+    "Add a public or internal note"
+);
+command_doc!(
+    quote_repair,
+    "/commands/QuoteRepair",
+    dto::QuoteRepair,
+    "Quote a repair"
+);
+command_doc!(
+    approve_quote,
+    "/commands/ApproveQuote",
+    dto::ApproveQuote,
+    "Approve the quote"
+);
+command_doc!(
+    reject_quote,
+    "/commands/RejectQuote",
+    dto::RejectQuote,
+    "Reject the quote"
+);
+command_doc!(
+    use_part,
+    "/commands/UsePart",
+    dto::UsePart,
+    "Use spare parts"
+);
+command_doc!(
+    complete_repair,
+    "/commands/CompleteRepair",
+    dto::CompleteRepair,
+    "Complete the repair"
+);
+command_doc!(
     resolve_ticket,
     "/commands/ResolveTicket",
     dto::ResolveTicket,
@@ -84,6 +174,66 @@ command_doc!(
     dto::CloseTicket,
     "Close a resolved ticket"
 );
+command_doc!(
+    cancel_ticket,
+    "/commands/CancelTicket",
+    dto::CancelTicket,
+    "Cancel a ticket"
+);
+command_doc!(
+    reopen_ticket,
+    "/commands/ReopenTicket",
+    dto::ReopenTicket,
+    "Reopen a ticket"
+);
+command_doc!(
+    record_payment,
+    "/commands/RecordPayment",
+    dto::RecordPayment,
+    "Record a payment"
+);
+command_doc!(
+    claim_warranty,
+    "/commands/ClaimWarranty",
+    dto::ClaimWarranty,
+    "Claim warranty"
+);
+command_doc!(
+    approve_warranty_claim,
+    "/commands/ApproveWarrantyClaim",
+    dto::ApproveWarrantyClaim,
+    "Approve the warranty claim"
+);
+command_doc!(
+    reject_warranty_claim,
+    "/commands/RejectWarrantyClaim",
+    dto::RejectWarrantyClaim,
+    "Reject the warranty claim"
+);
+command_doc!(
+    submit_feedback,
+    "/commands/SubmitFeedback",
+    dto::SubmitFeedback,
+    "Give feedback"
+);
+command_doc!(
+    add_part,
+    "/commands/AddPart",
+    dto::AddPart,
+    "Add a spare part"
+);
+command_doc!(
+    receive_stock,
+    "/commands/ReceiveStock",
+    dto::ReceiveStock,
+    "Receive stock"
+);
+command_doc!(
+    adjust_stock,
+    "/commands/AdjustStock",
+    dto::AdjustStock,
+    "Adjust stock"
+);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -93,13 +243,38 @@ command_doc!(
     ),
     paths(
         register_customer,
+        update_customer,
+        change_customer_tier,
         onboard_technician,
         deactivate_technician,
+        register_device,
+        extend_warranty,
+        check_in_device,
+        mark_ready_for_delivery,
+        deliver_device,
+        close_device,
+        reschedule_delivery,
         raise_ticket,
         assign_technician,
         start_work,
+        add_note,
+        quote_repair,
+        approve_quote,
+        reject_quote,
+        use_part,
+        complete_repair,
         resolve_ticket,
-        close_ticket
+        close_ticket,
+        cancel_ticket,
+        reopen_ticket,
+        record_payment,
+        claim_warranty,
+        approve_warranty_claim,
+        reject_warranty_claim,
+        submit_feedback,
+        add_part,
+        receive_stock,
+        adjust_stock
     ),
     components(schemas(
         dto::CommandResponse,

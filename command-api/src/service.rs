@@ -1,14 +1,18 @@
 //! Loads aggregates, asks the domain to decide, and appends the result, retrying on a
-//! concurrent write when the client did not pin a version.
+//! concurrent write when the client did not pin a version. Commands that touch a second
+//! aggregate (unique keys, ticket links, stock) write it first with a command id derived from
+//! the command's, so a retried command never writes anything twice.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use domain::priority::PriorityPolicy;
 use domain::{
-    Aggregate, Customer, CustomerCommand, CustomerFacts, CustomerId, DomainError, Email,
-    EventPayload, OnboardTechnician, RaiseTicket, RegisterCustomer, ReservationEvent, Technician,
-    TechnicianCommand, TechnicianFacts, TechnicianId, Ticket, TicketCommand, TicketId,
-    TicketNumber,
+    Aggregate, Customer, CustomerCommand, CustomerFacts, CustomerId, Device, DeviceCommand,
+    DeviceFacts, DeviceId, DomainError, Email, EventPayload, Money, OnboardTechnician, Part,
+    PartCommand, PartEvent, PartFacts, PartId, RaiseTicket, RegisterCustomer, RegisterDevice,
+    ReservationEvent, Technician, TechnicianCommand, TechnicianFacts, TechnicianId, Ticket,
+    TicketCommand, TicketId, TicketNumber, UpdateCustomer,
 };
 use stream_store::{
     read_full_stream, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, NewEvent,
@@ -18,23 +22,41 @@ use uuid::Uuid;
 
 use crate::ApiError;
 
-/// How often a command is re-decided after losing a race for its stream.
-const MAX_ATTEMPTS: usize = 5;
+/// How often a command is re-decided after losing a race for its stream. Generous: ten
+/// clients racing for the last units of one part each need a round.
+const MAX_ATTEMPTS: usize = 64;
 /// How many ticket numbers are tried before giving up on a (very unlikely) collision streak.
 const NUMBER_ATTEMPTS: usize = 8;
 
 pub struct CommandService {
     store: Arc<dyn EventStore>,
+    policy: PriorityPolicy,
+}
+
+fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
+    StreamId::for_aggregate(A::STREAM_PREFIX, id)
+}
+
+/// Metadata for a secondary append of a command: its own command id, derived from the
+/// command's and `purpose`, caused by the command.
+fn derived(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
+    CommandMetadata {
+        command_id: Uuid::new_v5(&meta.command_id, purpose.as_bytes()),
+        causation_id: meta.command_id,
+        ..meta.clone()
+    }
 }
 
 impl CommandService {
-    pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn EventStore>, policy: PriorityPolicy) -> Self {
+        Self { store, policy }
     }
 
     pub(crate) fn store(&self) -> &dyn EventStore {
         &*self.store
     }
+
+    // ---- customers -------------------------------------------------------------------
 
     pub async fn register_customer(
         &self,
@@ -42,18 +64,53 @@ impl CommandService {
         expected: Option<i64>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {
-        let stream = StreamId::for_aggregate(Customer::STREAM_PREFIX, command.customer_id);
-        // Refuse a second registration before claiming the e-mail for it.
-        let (existing, _) = self.load::<Customer>(&stream).await?;
-        if existing.state().is_some() {
-            return Err(DomainError::CustomerAlreadyRegistered.into());
-        }
+        let stream = stream_of::<Customer>(command.customer_id);
+        let cmd = CustomerCommand::Register(command.clone());
+        self.probe::<Customer>(&stream, cmd.clone(), meta).await?;
         self.reserve_email("customer", &command.email, &stream, meta)
             .await?;
-        let cmd = CustomerCommand::Register(command);
         self.execute::<Customer>(&stream, expected, meta, || cmd.clone())
             .await
     }
+
+    pub async fn update_customer(
+        &self,
+        id: CustomerId,
+        update: UpdateCustomer,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        let stream = stream_of::<Customer>(id);
+        let cmd = CustomerCommand::Update(update.clone());
+        let (current, _) = self.probe::<Customer>(&stream, cmd.clone(), meta).await?;
+        let old_email = current.state().map(|c| c.email.clone());
+        let new_email = update.email.filter(|e| Some(e) != old_email.as_ref());
+        if let Some(email) = &new_email {
+            self.reserve_email("customer", email, &stream, meta).await?;
+        }
+        let outcome = self
+            .execute::<Customer>(&stream, expected, meta, || cmd.clone())
+            .await?;
+        if let (Some(_), Some(old)) = (new_email, old_email) {
+            self.release_email("customer", &old, &stream, meta).await?;
+        }
+        Ok(outcome)
+    }
+
+    pub async fn customer_command(
+        &self,
+        id: CustomerId,
+        command: CustomerCommand,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        self.execute::<Customer>(&stream_of::<Customer>(id), expected, meta, || {
+            command.clone()
+        })
+        .await
+    }
+
+    // ---- technicians -----------------------------------------------------------------
 
     pub async fn onboard_technician(
         &self,
@@ -61,70 +118,147 @@ impl CommandService {
         expected: Option<i64>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {
-        let stream = StreamId::for_aggregate(Technician::STREAM_PREFIX, command.technician_id);
-        let (existing, _) = self.load::<Technician>(&stream).await?;
-        if existing.state().is_some() {
-            return Err(DomainError::TechnicianAlreadyOnboarded.into());
-        }
+        let stream = stream_of::<Technician>(command.technician_id);
+        let cmd = TechnicianCommand::Onboard(command.clone());
+        self.probe::<Technician>(&stream, cmd.clone(), meta).await?;
         self.reserve_email("technician", &command.email, &stream, meta)
             .await?;
-        let cmd = TechnicianCommand::Onboard(command);
         self.execute::<Technician>(&stream, expected, meta, || cmd.clone())
             .await
     }
 
     pub async fn technician_command(
         &self,
-        technician_id: TechnicianId,
+        id: TechnicianId,
         command: TechnicianCommand,
         expected: Option<i64>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {
-        let stream = StreamId::for_aggregate(Technician::STREAM_PREFIX, technician_id);
-        self.execute::<Technician>(&stream, expected, meta, || command.clone())
-            .await
+        self.execute::<Technician>(&stream_of::<Technician>(id), expected, meta, || {
+            command.clone()
+        })
+        .await
     }
 
-    /// Raises a ticket: looks up the customer, claims a fresh ticket number, appends.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn raise_ticket(
+    // ---- devices ---------------------------------------------------------------------
+
+    pub async fn register_device(
         &self,
-        ticket_id: TicketId,
-        customer_id: CustomerId,
-        build: impl Fn(TicketNumber, Option<CustomerFacts>) -> RaiseTicket,
+        mut command: RegisterDevice,
         expected: Option<i64>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {
-        let stream = StreamId::for_aggregate(Ticket::STREAM_PREFIX, ticket_id);
-        let (customer, _) = self
-            .load::<Customer>(&StreamId::for_aggregate(
-                Customer::STREAM_PREFIX,
-                customer_id,
-            ))
-            .await?;
-        let facts = customer.state().map(|c| CustomerFacts {
-            id: c.id,
-            tier: c.tier,
-        });
-        // Decide once without a number so that a refused command claims none.
-        let probe = build(
-            TicketNumber::generate(meta.recorded_at.date_naive(), 0),
-            facts,
-        );
-        let (existing, _) = self.load::<Ticket>(&stream).await?;
-        existing.decide(TicketCommand::Raise(probe), meta.recorded_at)?;
+        let stream = stream_of::<Device>(command.device_id);
+        command.customer = self.customer_facts(command.customer_id).await?;
+        let cmd = DeviceCommand::Register(command.clone());
+        self.probe::<Device>(&stream, cmd.clone(), meta).await?;
+        let key = StreamId::new(format!("device-serial-{}", command.serial_number.as_str()))?;
+        if !self
+            .reserve(&key, command.serial_number.as_str(), &stream, meta)
+            .await?
+        {
+            return Err(DomainError::SerialTaken.into());
+        }
+        self.execute::<Device>(&stream, expected, meta, || cmd.clone())
+            .await
+    }
 
-        for _ in 0..NUMBER_ATTEMPTS {
-            let number = TicketNumber::generate(meta.recorded_at.date_naive(), rand::random());
-            let key = StreamId::for_aggregate("ticket-number", number.as_str());
-            if self.reserve(&key, number.as_str(), &stream, meta).await? {
-                let raise = build(number, facts);
-                return self
-                    .execute::<Ticket>(&stream, expected, meta, || {
-                        TicketCommand::Raise(raise.clone())
-                    })
-                    .await;
+    pub async fn device_command(
+        &self,
+        id: DeviceId,
+        command: DeviceCommand,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        self.execute::<Device>(&stream_of::<Device>(id), expected, meta, || command.clone())
+            .await
+    }
+
+    /// Closes a device once the tickets of its visit owe nothing.
+    pub async fn close_device(
+        &self,
+        id: DeviceId,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        let stream = stream_of::<Device>(id);
+        let (device, _) = self.load::<Device>(&stream).await?;
+        let mut outstanding = Money::ZERO;
+        for ticket_id in device
+            .state()
+            .map(|d| d.open_tickets.clone())
+            .unwrap_or_default()
+        {
+            let (ticket, _) = self.load::<Ticket>(&stream_of::<Ticket>(ticket_id)).await?;
+            if let Some(t) = ticket.state() {
+                outstanding = outstanding.saturating_add(t.balance());
             }
+        }
+        self.execute::<Device>(&stream, expected, meta, || DeviceCommand::Close {
+            outstanding,
+        })
+        .await
+    }
+
+    // ---- tickets ---------------------------------------------------------------------
+
+    /// Raises a ticket: looks up the customer (and device), claims a fresh ticket number,
+    /// links the ticket to its device, appends.
+    pub async fn raise_ticket(
+        &self,
+        ticket_id: TicketId,
+        build: impl Fn(
+            TicketNumber,
+            Option<CustomerFacts>,
+            Option<DeviceFacts>,
+            PriorityPolicy,
+        ) -> RaiseTicket,
+        customer_id: CustomerId,
+        device_id: Option<DeviceId>,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        let stream = stream_of::<Ticket>(ticket_id);
+        let customer = self.customer_facts(customer_id).await?;
+        let device = match device_id {
+            Some(id) => self.device_facts(id).await?,
+            None => None,
+        };
+        let policy = self.policy.clone();
+        // Decide once with a placeholder number so that a refused command claims none.
+        let placeholder = TicketNumber::generate(meta.recorded_at.date_naive(), 0);
+        let probe = TicketCommand::Raise(build(placeholder, customer, device, policy.clone()));
+        self.probe::<Ticket>(&stream, probe, meta).await?;
+
+        for attempt in 0..NUMBER_ATTEMPTS {
+            // Drawn from the command id, so a retried command asks for the same number again.
+            let draw = Uuid::new_v5(
+                &meta.command_id,
+                format!("ticket-number-{attempt}").as_bytes(),
+            );
+            let entropy = u64::from_le_bytes(draw.as_bytes()[..8].try_into().unwrap_or([0; 8]));
+            let number = TicketNumber::generate(meta.recorded_at.date_naive(), entropy);
+            let key = StreamId::for_aggregate("ticket-number", number.as_str());
+            let claim = derived(meta, &format!("ticket-number-{attempt}"));
+            if !self.reserve(&key, number.as_str(), &stream, &claim).await? {
+                continue;
+            }
+            if let Some(device_id) = device_id {
+                let link = DeviceCommand::LinkTicket { ticket_id };
+                self.execute::<Device>(
+                    &stream_of::<Device>(device_id),
+                    None,
+                    &derived(meta, "link-device"),
+                    || link.clone(),
+                )
+                .await?;
+            }
+            let raise = build(number, customer, device, policy);
+            return self
+                .execute::<Ticket>(&stream, expected, meta, || {
+                    TicketCommand::Raise(raise.clone())
+                })
+                .await;
         }
         Err(ApiError::Internal(
             "could not find a free ticket number".into(),
@@ -133,28 +267,160 @@ impl CommandService {
 
     pub async fn ticket_command(
         &self,
-        ticket_id: TicketId,
+        id: TicketId,
         command: TicketCommand,
         expected: Option<i64>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {
-        let stream = StreamId::for_aggregate(Ticket::STREAM_PREFIX, ticket_id);
-        self.execute::<Ticket>(&stream, expected, meta, || command.clone())
+        self.execute::<Ticket>(&stream_of::<Ticket>(id), expected, meta, || command.clone())
             .await
     }
 
-    /// Facts about a technician for a decision about another aggregate.
+    /// Claims warranty with the facts of the ticket's device as they are now.
+    pub async fn claim_warranty(
+        &self,
+        id: TicketId,
+        reason: Option<domain::Text>,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        let stream = stream_of::<Ticket>(id);
+        let (ticket, _) = self.load::<Ticket>(&stream).await?;
+        let device = match ticket.state().and_then(|t| t.device_id) {
+            Some(device_id) => self.device_facts(device_id).await?,
+            None => None,
+        };
+        self.execute::<Ticket>(&stream, expected, meta, || TicketCommand::ClaimWarranty {
+            device,
+            reason: reason.clone(),
+        })
+        .await
+    }
+
+    /// Uses parts on a ticket. Stock is taken from the part first (so it can never go
+    /// negative, on any store backend), then recorded on the ticket; if the ticket refuses,
+    /// the stock is given back.
+    pub async fn use_part(
+        &self,
+        ticket_id: TicketId,
+        part_id: PartId,
+        quantity: u32,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        let ticket_stream = stream_of::<Ticket>(ticket_id);
+        let part_stream = stream_of::<Part>(part_id);
+        let (part, _) = self.load::<Part>(&part_stream).await?;
+        let part_facts = part
+            .state()
+            .map(|p| PartFacts {
+                id: p.id,
+                unit_cost: p.unit_cost,
+            })
+            .ok_or(DomainError::UnknownPart)?;
+        // Refuse before touching stock when the ticket would refuse anyway.
+        let probe = TicketCommand::UsePart {
+            part: part_facts,
+            quantity,
+        };
+        self.probe::<Ticket>(&ticket_stream, probe, meta).await?;
+
+        let take = PartCommand::Use {
+            ticket_id,
+            quantity,
+        };
+        let taken = self
+            .execute::<Part>(&part_stream, None, &derived(meta, "take-stock"), || {
+                take.clone()
+            })
+            .await?;
+        let unit_cost = taken
+            .events
+            .iter()
+            .find_map(
+                |e| match PartEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
+                    Ok(Some(PartEvent::StockUsed { unit_cost, .. })) => Some(unit_cost),
+                    _ => None,
+                },
+            )
+            .unwrap_or(part_facts.unit_cost);
+        let record = TicketCommand::UsePart {
+            part: PartFacts {
+                id: part_id,
+                unit_cost,
+            },
+            quantity,
+        };
+        let recorded = self
+            .execute::<Ticket>(&ticket_stream, expected, meta, || record.clone())
+            .await;
+        if let Err(ApiError::Rule(_) | ApiError::Conflict { .. } | ApiError::NotFound(_)) =
+            &recorded
+        {
+            let give_back = PartCommand::Return {
+                ticket_id,
+                quantity,
+            };
+            self.execute::<Part>(&part_stream, None, &derived(meta, "return-stock"), || {
+                give_back.clone()
+            })
+            .await?;
+        }
+        recorded
+    }
+
+    pub async fn part_command(
+        &self,
+        id: PartId,
+        command: PartCommand,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        self.execute::<Part>(&stream_of::<Part>(id), expected, meta, || command.clone())
+            .await
+    }
+
+    // ---- facts about other aggregates ------------------------------------------------
+
     pub async fn technician_facts(
         &self,
         id: TechnicianId,
     ) -> Result<Option<TechnicianFacts>, ApiError> {
         let (technician, _) = self
-            .load::<Technician>(&StreamId::for_aggregate(Technician::STREAM_PREFIX, id))
+            .load::<Technician>(&stream_of::<Technician>(id))
             .await?;
         Ok(technician.state().map(|t| TechnicianFacts {
             id: t.id,
             active: t.active,
         }))
+    }
+
+    async fn customer_facts(&self, id: CustomerId) -> Result<Option<CustomerFacts>, ApiError> {
+        let (customer, _) = self.load::<Customer>(&stream_of::<Customer>(id)).await?;
+        Ok(customer.state().map(|c| CustomerFacts {
+            id: c.id,
+            tier: c.tier,
+        }))
+    }
+
+    async fn device_facts(&self, id: DeviceId) -> Result<Option<DeviceFacts>, ApiError> {
+        let (device, _) = self.load::<Device>(&stream_of::<Device>(id)).await?;
+        Ok(device.facts())
+    }
+
+    // ---- the machinery ---------------------------------------------------------------
+
+    /// Decides `command` against the current state without appending: refuses early, before
+    /// a secondary write, what the final append would refuse.
+    async fn probe<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        meta: &CommandMetadata,
+    ) -> Result<(A, i64), ApiError> {
+        let (state, version) = self.load::<A>(stream).await?;
+        state.decide(command, meta.recorded_at)?;
+        Ok((state, version))
     }
 
     /// Loads the aggregate, decides, appends; on a lost race re-loads and re-decides, unless
@@ -176,7 +442,14 @@ impl CommandService {
                     });
                 }
             }
-            let events = state.decide(command(), meta.recorded_at)?;
+            let events = match state.decide(command(), meta.recorded_at) {
+                Ok(events) => events,
+                // A secondary append retried after a crash finds its own write already there.
+                Err(rule) => match self.store.find_command(meta.command_id).await? {
+                    Some(done) if done.stream_id == *stream => return Ok(done),
+                    _ => return Err(rule.into()),
+                },
+            };
             let events = encode(&events, meta.command_id);
             match self
                 .store
@@ -206,6 +479,10 @@ impl CommandService {
         Ok((state, version))
     }
 
+    fn email_key(kind: &str, email: &Email) -> Result<StreamId, ApiError> {
+        Ok(StreamId::new(format!("{kind}-email-{}", email.as_str()))?)
+    }
+
     async fn reserve_email(
         &self,
         kind: &str,
@@ -213,7 +490,7 @@ impl CommandService {
         owner: &StreamId,
         meta: &CommandMetadata,
     ) -> Result<(), ApiError> {
-        let key = StreamId::new(format!("{kind}-email-{}", email.as_str()))?;
+        let key = Self::email_key(kind, email)?;
         if self.reserve(&key, email.as_str(), owner, meta).await? {
             Ok(())
         } else {
@@ -221,8 +498,51 @@ impl CommandService {
         }
     }
 
-    /// Claims `key` for `owner` by creating the key's own stream. True when the key is (now or
-    /// already) the owner's; false when someone else holds it.
+    async fn release_email(
+        &self,
+        kind: &str,
+        email: &Email,
+        owner: &StreamId,
+        meta: &CommandMetadata,
+    ) -> Result<(), ApiError> {
+        let key = Self::email_key(kind, email)?;
+        let (holder, version) = self.key_holder(&key).await?;
+        if holder.as_deref() != Some(owner.as_str()) {
+            return Ok(());
+        }
+        let event = ReservationEvent::KeyReleased {
+            key: email.as_str().to_owned(),
+            owner: owner.to_string(),
+            released_at: meta.recorded_at,
+        };
+        let release = derived(meta, &format!("release {key}"));
+        let events = encode(std::slice::from_ref(&event), release.command_id);
+        match self
+            .store
+            .append(&key, ExpectedVersion::Exact(version), events, &release)
+            .await
+        {
+            // Someone else moved the key meanwhile: it is no longer ours to release.
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Who holds a key now, and the version of its stream.
+    async fn key_holder(&self, key: &StreamId) -> Result<(Option<String>, i64), ApiError> {
+        let events = read_full_stream(&*self.store, key).await?;
+        let version = events.last().map_or(0, |e| e.version);
+        let holder = events.last().and_then(|e| {
+            ReservationEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+                .ok()
+                .flatten()
+                .and_then(|r| r.holder().map(str::to_owned))
+        });
+        Ok((holder, version))
+    }
+
+    /// Claims `key` for `owner` by appending to the key's own stream at the version read.
+    /// True when the key is (now or already) the owner's; false when someone else holds it.
     async fn reserve(
         &self,
         key_stream: &StreamId,
@@ -230,36 +550,38 @@ impl CommandService {
         owner: &StreamId,
         meta: &CommandMetadata,
     ) -> Result<bool, ApiError> {
-        let event = ReservationEvent::KeyReserved {
-            key: key.to_owned(),
-            owner: owner.to_string(),
-            reserved_at: meta.recorded_at,
-        };
-        // The claim is its own append, so it gets its own command id, derived from the
-        // command's: a retried command re-claims idempotently.
-        let claim = CommandMetadata {
-            command_id: Uuid::new_v5(&meta.command_id, key_stream.as_str().as_bytes()),
-            causation_id: meta.command_id,
-            ..meta.clone()
-        };
-        let events = encode(std::slice::from_ref(&event), claim.command_id);
-        match self
-            .store
-            .append(key_stream, ExpectedVersion::NoStream, events, &claim)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(StoreError::Conflict { .. }) => {
-                let held = self.store.read_stream(key_stream, 0, 1).await?;
-                let holder = held.first().and_then(|e| {
-                    ReservationEvent::from_stored(&e.event_type, e.schema_version, &e.data)
-                        .ok()
-                        .flatten()
-                });
-                Ok(holder.is_some_and(|h| h.owner() == owner.as_str()))
+        let claim = derived(meta, key_stream.as_str());
+        for _ in 0..MAX_ATTEMPTS {
+            let (holder, version) = self.key_holder(key_stream).await?;
+            match holder {
+                Some(h) => return Ok(h == owner.as_str()),
+                None => {
+                    let event = ReservationEvent::KeyReserved {
+                        key: key.to_owned(),
+                        owner: owner.to_string(),
+                        reserved_at: meta.recorded_at,
+                    };
+                    let events = encode(std::slice::from_ref(&event), claim.command_id);
+                    let expected = if version == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
+                    match self
+                        .store
+                        .append(key_stream, expected, events, &claim)
+                        .await
+                    {
+                        Ok(_) => return Ok(true),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
-            Err(e) => Err(e.into()),
         }
+        Err(ApiError::Unavailable(StoreError::Unavailable(
+            "the key kept changing; retry".into(),
+        )))
     }
 }
 

@@ -39,3 +39,19 @@ id_type!(
     /// Identity of a ticket aggregate.
     TicketId
 );
+id_type!(
+    /// Identity of a device (product) aggregate.
+    DeviceId
+);
+id_type!(
+    /// Identity of a spare part aggregate.
+    PartId
+);
+id_type!(
+    /// Identity of a note on a ticket.
+    NoteId
+);
+id_type!(
+    /// Identity of a payment on a ticket.
+    PaymentId
+);

@@ -6,24 +6,38 @@
 
 mod aggregate;
 mod customer;
+mod device;
 mod error;
 mod event;
 mod ids;
+mod part;
 pub mod priority;
 mod reservation;
+#[cfg(test)]
+mod rules_tests;
 mod technician;
 mod ticket;
 mod values;
 
 pub use aggregate::{replay, Aggregate};
-pub use customer::{Customer, CustomerCommand, CustomerEvent, RegisterCustomer};
+pub use customer::{
+    Customer, CustomerCommand, CustomerEvent, CustomerState, RegisterCustomer, UpdateCustomer,
+};
+pub use device::{
+    warranty_expiry, CheckInDevice, Device, DeviceCommand, DeviceEvent, DeviceState,
+    RegisterDevice, ServiceStatus,
+};
 pub use error::{DomainError, ValueError};
 pub use event::{DecodeError, EventPayload};
-pub use ids::{CustomerId, TechnicianId, TicketId};
+pub use ids::{CustomerId, DeviceId, NoteId, PartId, PaymentId, TechnicianId, TicketId};
+pub use part::{AddPart, Part, PartCommand, PartEvent, PartState};
 pub use reservation::ReservationEvent;
 pub use technician::{OnboardTechnician, Technician, TechnicianCommand, TechnicianEvent};
 pub use ticket::{
-    CustomerFacts, RaiseTicket, TechnicianFacts, Ticket, TicketCommand, TicketEvent, TicketState,
-    TicketStatus,
+    CustomerFacts, Decision, DeviceFacts, PartFacts, RaiseTicket, TechnicianFacts, Ticket,
+    TicketCommand, TicketEvent, TicketState, TicketStatus,
 };
-pub use values::{Category, Email, Impact, Phone, Severity, Text, TicketNumber, Tier};
+pub use values::{
+    Category, Email, Impact, Money, PaymentMethod, Phone, SerialNumber, Severity, Text,
+    TicketNumber, Tier, Visibility,
+};

@@ -14,12 +14,13 @@ pub enum PriorityLevel {
     P3,
 }
 
-/// Weights and thresholds. Defaults follow the service centers' priority engine: severity
-/// critical 5 / major 3 / minor 1, tier enterprise 5 / paid 3 / free 1, impact 1..5, plus one
-/// point per `age_step_hours` a ticket stays open (at most `max_age_points`); P0 at 16 or more,
-/// P1 from 11, P2 from 6, P3 below.
+/// Weights, thresholds and SLA due times. Defaults follow the service centers' priority
+/// engine: severity critical 5 / major 3 / minor 1, tier enterprise 5 / paid 3 / free 1, impact
+/// 1..5, each times its weight (1), plus one point per `age_step_hours` (24) a ticket stays open,
+/// at most `max_age_points` (5); P0 at 16 or more, P1 from 11, P2 from 6, P3 below. A ticket is
+/// due 4, 8, 24 or 72 hours after it was raised for P0, P1, P2, P3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "snake_case")]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
 pub struct PriorityPolicy {
     pub severity_weight: u32,
     pub tier_weight: u32,
@@ -29,6 +30,10 @@ pub struct PriorityPolicy {
     pub p0_from: u32,
     pub p1_from: u32,
     pub p2_from: u32,
+    pub sla_hours_p0: u32,
+    pub sla_hours_p1: u32,
+    pub sla_hours_p2: u32,
+    pub sla_hours_p3: u32,
 }
 
 impl Default for PriorityPolicy {
@@ -42,6 +47,10 @@ impl Default for PriorityPolicy {
             p0_from: 16,
             p1_from: 11,
             p2_from: 6,
+            sla_hours_p0: 4,
+            sla_hours_p1: 8,
+            sla_hours_p2: 24,
+            sla_hours_p3: 72,
         }
     }
 }
@@ -88,6 +97,25 @@ impl PriorityPolicy {
     pub fn score(&self, inputs: PriorityInputs, now: DateTime<Utc>) -> u32 {
         self.base_score(inputs.severity, inputs.tier, inputs.impact)
             + self.age_points(inputs.raised_at, now)
+    }
+
+    /// When a ticket of `level` raised at `raised_at` is due.
+    pub fn due_at(&self, level: PriorityLevel, raised_at: DateTime<Utc>) -> DateTime<Utc> {
+        let hours = match level {
+            PriorityLevel::P0 => self.sla_hours_p0,
+            PriorityLevel::P1 => self.sla_hours_p1,
+            PriorityLevel::P2 => self.sla_hours_p2,
+            PriorityLevel::P3 => self.sla_hours_p3,
+        };
+        raised_at + chrono::Duration::hours(i64::from(hours))
+    }
+
+    /// Refuses settings that would make levels meaningless.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.p0_from > self.p1_from && self.p1_from > self.p2_from) {
+            return Err("priority thresholds must satisfy p0_from > p1_from > p2_from".into());
+        }
+        Ok(())
     }
 
     pub fn level(&self, score: u32) -> PriorityLevel {
@@ -138,5 +166,21 @@ mod tests {
         assert_eq!(p.score(inputs, raised + chrono::Duration::days(365)), 20);
         // A clock behind the raise time never lowers the score.
         assert_eq!(p.score(inputs, raised - chrono::Duration::days(3)), 15);
+    }
+
+    #[test]
+    fn sla_due_times_follow_the_level() {
+        let p = PriorityPolicy::default();
+        let raised = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            p.due_at(PriorityLevel::P0, raised),
+            raised + chrono::Duration::hours(4)
+        );
+        assert_eq!(
+            p.due_at(PriorityLevel::P3, raised),
+            raised + chrono::Duration::hours(72)
+        );
+        assert!(p.validate().is_ok());
+        assert!(PriorityPolicy { p1_from: 20, ..p }.validate().is_err());
     }
 }

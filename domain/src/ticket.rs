@@ -1,12 +1,14 @@
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::event_payload;
+use crate::priority::{PriorityLevel, PriorityPolicy};
 use crate::{
-    Aggregate, Category, CustomerId, DomainError, Impact, Severity, TechnicianId, Text, TicketId,
-    TicketNumber, Tier,
+    Aggregate, Category, CustomerId, DeviceId, DomainError, Impact, Money, NoteId, PartId,
+    PaymentId, PaymentMethod, Severity, TechnicianId, Text, TicketId, TicketNumber, Tier,
+    Visibility,
 };
 
 /// Facts about the ticket's customer, looked up by the caller before deciding.
@@ -23,6 +25,22 @@ pub struct TechnicianFacts {
     pub active: bool,
 }
 
+/// Facts about a device, looked up by the caller before deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceFacts {
+    pub id: DeviceId,
+    pub customer_id: CustomerId,
+    /// Last day the warranty covers.
+    pub warranty_expires_on: NaiveDate,
+}
+
+/// Facts about a spare part whose stock was already taken for this ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartFacts {
+    pub id: PartId,
+    pub unit_cost: Money,
+}
+
 #[derive(Debug, Clone)]
 pub struct RaiseTicket {
     pub ticket_id: TicketId,
@@ -30,11 +48,15 @@ pub struct RaiseTicket {
     pub customer_id: CustomerId,
     /// `None` when no such customer is registered.
     pub customer: Option<CustomerFacts>,
+    pub device_id: Option<DeviceId>,
+    /// `None` when `device_id` is absent or names no registered device.
+    pub device: Option<DeviceFacts>,
     pub category: Category,
     pub subject: Text,
     pub description: Text,
     pub severity: Severity,
     pub impact: Impact,
+    pub policy: PriorityPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -47,10 +69,85 @@ pub enum TicketCommand {
         technician: Option<TechnicianFacts>,
     },
     StartWork,
+    AddNote {
+        note_id: NoteId,
+        text: Text,
+        visibility: Visibility,
+    },
+    QuoteRepair {
+        amount: Money,
+        description: Text,
+    },
+    ApproveQuote,
+    RejectQuote {
+        reason: Option<Text>,
+    },
+    UsePart {
+        part: PartFacts,
+        quantity: u32,
+    },
+    CompleteRepair {
+        final_cost: Money,
+        summary: Text,
+    },
     Resolve {
         resolution: Text,
     },
     Close,
+    Cancel {
+        reason: Text,
+    },
+    Reopen {
+        reason: Text,
+    },
+    RecordPayment {
+        payment_id: PaymentId,
+        amount: Money,
+        method: PaymentMethod,
+    },
+    ClaimWarranty {
+        /// The ticket's device as it is now; `None` when the ticket has none.
+        device: Option<DeviceFacts>,
+        reason: Option<Text>,
+    },
+    /// Approves the pending claim. The warranty covers what is unpaid of the bill, up to
+    /// `covered_limit` when given (charges the warranty does not cover stay billable).
+    ApproveWarrantyClaim {
+        covered_limit: Option<Money>,
+    },
+    RejectWarrantyClaim {
+        reason: Text,
+    },
+    SubmitFeedback {
+        rating: i64,
+        comment: Option<Text>,
+    },
+}
+
+impl TicketCommand {
+    /// What the command does, as words for an error message.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Raise(_) => "raise",
+            Self::AssignTechnician { .. } => "assign",
+            Self::StartWork => "start work on",
+            Self::AddNote { .. } => "add a note to",
+            Self::QuoteRepair { .. } => "quote",
+            Self::ApproveQuote => "approve the quote of",
+            Self::RejectQuote { .. } => "reject the quote of",
+            Self::UsePart { .. } => "use parts on",
+            Self::CompleteRepair { .. } => "complete the repair of",
+            Self::Resolve { .. } => "resolve",
+            Self::Close => "close",
+            Self::Cancel { .. } => "cancel",
+            Self::Reopen { .. } => "reopen",
+            Self::RecordPayment { .. } => "take a payment for",
+            Self::ClaimWarranty { .. } => "claim warranty for",
+            Self::ApproveWarrantyClaim { .. } => "approve the warranty claim of",
+            Self::RejectWarrantyClaim { .. } => "reject the warranty claim of",
+            Self::SubmitFeedback { .. } => "give feedback on",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,19 +160,33 @@ pub enum TicketStatus {
     Cancelled,
 }
 
-impl fmt::Display for TicketStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl TicketStatus {
+    pub fn label(self) -> &'static str {
+        match self {
             Self::Open => "open",
             Self::InProgress => "in_progress",
             Self::Resolved => "resolved",
             Self::Closed => "closed",
             Self::Cancelled => "cancelled",
-        })
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl fmt::Display for TicketStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all_fields = "camelCase")]
 pub enum TicketEvent {
     TicketRaised {
@@ -84,11 +195,18 @@ pub enum TicketEvent {
         customer_id: CustomerId,
         /// The customer's tier when the ticket was raised: the priority engine's input.
         customer_tier: Tier,
+        #[serde(default)]
+        device_id: Option<DeviceId>,
         category: Category,
         subject: Text,
         description: Text,
         severity: Severity,
         impact: Impact,
+        /// The priority engine's assessment at raise time (it ages up later).
+        #[serde(default)]
+        priority_score: u32,
+        #[serde(default = "default_level")]
+        priority_level: PriorityLevel,
         raised_at: DateTime<Utc>,
     },
     TechnicianAssigned {
@@ -100,6 +218,36 @@ pub enum TicketEvent {
         technician_id: TechnicianId,
         started_at: DateTime<Utc>,
     },
+    NoteAdded {
+        note_id: NoteId,
+        text: Text,
+        visibility: Visibility,
+        added_at: DateTime<Utc>,
+    },
+    RepairQuoted {
+        amount: Money,
+        description: Text,
+        quoted_at: DateTime<Utc>,
+    },
+    QuoteApproved {
+        amount: Money,
+        approved_at: DateTime<Utc>,
+    },
+    QuoteRejected {
+        reason: Option<Text>,
+        rejected_at: DateTime<Utc>,
+    },
+    PartUsed {
+        part_id: PartId,
+        quantity: u32,
+        unit_cost: Money,
+        used_at: DateTime<Utc>,
+    },
+    RepairCompleted {
+        final_cost: Money,
+        summary: Text,
+        completed_at: DateTime<Utc>,
+    },
     TicketResolved {
         resolution: Text,
         resolved_at: DateTime<Utc>,
@@ -107,18 +255,101 @@ pub enum TicketEvent {
     TicketClosed {
         closed_at: DateTime<Utc>,
     },
+    TicketCancelled {
+        reason: Text,
+        cancelled_at: DateTime<Utc>,
+    },
+    TicketReopened {
+        reason: Text,
+        reopened_at: DateTime<Utc>,
+    },
+    PaymentRecorded {
+        payment_id: PaymentId,
+        amount: Money,
+        method: PaymentMethod,
+        paid_at: DateTime<Utc>,
+    },
+    WarrantyClaimed {
+        device_id: DeviceId,
+        reason: Option<Text>,
+        claimed_at: DateTime<Utc>,
+    },
+    WarrantyClaimApproved {
+        /// `None`: the warranty covers everything unpaid.
+        #[serde(default)]
+        covered_limit: Option<Money>,
+        approved_at: DateTime<Utc>,
+    },
+    WarrantyClaimRejected {
+        reason: Text,
+        rejected_at: DateTime<Utc>,
+    },
+    FeedbackSubmitted {
+        rating: u8,
+        comment: Option<Text>,
+        submitted_at: DateTime<Utc>,
+    },
 }
 event_payload!(TicketEvent {
     TicketRaised,
     TechnicianAssigned,
     WorkStarted,
+    NoteAdded,
+    RepairQuoted,
+    QuoteApproved,
+    QuoteRejected,
+    PartUsed,
+    RepairCompleted,
     TicketResolved,
     TicketClosed,
+    TicketCancelled,
+    TicketReopened,
+    PaymentRecorded,
+    WarrantyClaimed,
+    WarrantyClaimApproved,
+    WarrantyClaimRejected,
+    FeedbackSubmitted,
 });
+
+fn default_level() -> PriorityLevel {
+    PriorityLevel::P3
+}
 
 /// A ticket. `None` until raised.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Ticket(Option<TicketState>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quote {
+    pub amount: Money,
+    pub description: Text,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartLine {
+    pub part_id: PartId,
+    pub quantity: u32,
+    pub unit_cost: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarrantyClaim {
+    pub device_id: DeviceId,
+    pub decision: Decision,
+    pub reason: Option<Text>,
+    pub covered_limit: Option<Money>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Feedback {
+    pub rating: u8,
+    pub comment: Option<Text>,
+}
 
 /// Everything the ticket's events say, as of its last event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,29 +359,81 @@ pub struct TicketState {
     pub number: TicketNumber,
     pub customer_id: CustomerId,
     pub customer_tier: Tier,
+    pub device_id: Option<DeviceId>,
     pub category: Category,
     pub subject: Text,
     pub description: Text,
     pub severity: Severity,
     pub impact: Impact,
+    pub priority_score: u32,
+    pub priority_level: PriorityLevel,
     pub status: TicketStatus,
     pub assignee: Option<TechnicianId>,
+    pub notes: u32,
+    /// The latest quote, whatever its decision.
+    pub quote: Option<Quote>,
+    /// The amount of the latest approved quote: it stays the bill while a revision is pending.
+    pub approved_quote: Option<Money>,
+    pub parts: Vec<PartLine>,
+    pub final_cost: Option<Money>,
+    pub repair_summary: Option<Text>,
+    pub paid: Money,
+    pub warranty_claim: Option<WarrantyClaim>,
+    pub feedback: Option<Feedback>,
     pub resolution: Option<Text>,
     pub raised_at: DateTime<Utc>,
     pub assigned_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
     pub resolved_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub reopened_at: Option<DateTime<Utc>>,
+}
+
+impl TicketState {
+    /// What the customer is billed: the final cost once the repair is complete, else the
+    /// latest approved quote, else nothing.
+    pub fn bill(&self) -> Money {
+        self.final_cost
+            .or(self.approved_quote)
+            .unwrap_or(Money::ZERO)
+    }
+
+    /// The part of the bill an approved warranty claim covers: what was not yet paid, up to
+    /// the claim's limit.
+    pub fn covered(&self) -> Money {
+        match &self.warranty_claim {
+            Some(c) if c.decision == Decision::Approved => {
+                let unpaid = self.bill().saturating_sub(self.paid);
+                c.covered_limit.map_or(unpaid, |limit| limit.min(unpaid))
+            }
+            _ => Money::ZERO,
+        }
+    }
+
+    /// What is still owed; never negative.
+    pub fn balance(&self) -> Money {
+        self.bill()
+            .saturating_sub(self.paid)
+            .saturating_sub(self.covered())
+    }
+
+    /// Billable work may go on once the customer approved a quote or the warranty covers it.
+    pub fn billable_work_allowed(&self) -> bool {
+        let quote_ok = self.approved_quote.is_some();
+        let claim_ok = self
+            .warranty_claim
+            .as_ref()
+            .is_some_and(|c| c.decision == Decision::Approved);
+        quote_ok || claim_ok
+    }
 }
 
 impl Ticket {
     pub fn state(&self) -> Option<&TicketState> {
         self.0.as_ref()
     }
-}
-
-fn transition(from: TicketStatus, action: &'static str) -> DomainError {
-    DomainError::InvalidTransition { from, action }
 }
 
 impl Aggregate for Ticket {
@@ -163,85 +446,85 @@ impl Aggregate for Ticket {
         command: TicketCommand,
         now: DateTime<Utc>,
     ) -> Result<Vec<TicketEvent>, DomainError> {
-        let raise = match (command, &self.0) {
-            (TicketCommand::Raise(_), Some(_)) => return Err(DomainError::TicketAlreadyRaised),
-            (TicketCommand::Raise(raise), None) => raise,
-            (_, None) => return Err(DomainError::NotFound { kind: "ticket" }),
-            (command, Some(state)) => return decide_existing(state, command, now),
-        };
-        let customer = raise.customer.ok_or(DomainError::UnknownCustomer)?;
-        if customer.id != raise.customer_id {
-            return Err(DomainError::UnknownCustomer);
+        match (command, &self.0) {
+            (TicketCommand::Raise(_), Some(_)) => Err(DomainError::TicketAlreadyRaised),
+            (TicketCommand::Raise(raise), None) => decide_raise(raise, now),
+            (_, None) => Err(DomainError::NotFound { kind: "ticket" }),
+            (command, Some(state)) => decide_existing(state, command, now).map(|e| vec![e]),
         }
-        Ok(vec![TicketEvent::TicketRaised {
-            ticket_id: raise.ticket_id,
-            number: raise.number,
-            customer_id: customer.id,
-            customer_tier: customer.tier,
-            category: raise.category,
-            subject: raise.subject,
-            description: raise.description,
-            severity: raise.severity,
-            impact: raise.impact,
-            raised_at: now,
-        }])
     }
 
     fn evolve(self, event: &TicketEvent) -> Self {
-        let TicketEvent::TicketRaised {
-            ticket_id,
-            number,
-            customer_id,
-            customer_tier,
-            category,
-            subject,
-            description,
-            severity,
-            impact,
-            raised_at,
-        } = event
-        else {
-            return Ticket(self.0.map(|s| evolve_existing(s, event)));
-        };
-        Ticket(Some(TicketState {
-            id: *ticket_id,
-            number: number.clone(),
-            customer_id: *customer_id,
-            customer_tier: *customer_tier,
-            category: *category,
-            subject: subject.clone(),
-            description: description.clone(),
-            severity: *severity,
-            impact: *impact,
-            status: TicketStatus::Open,
-            assignee: None,
-            resolution: None,
-            raised_at: *raised_at,
-            assigned_at: None,
-            started_at: None,
-            resolved_at: None,
-            closed_at: None,
-        }))
+        match (event, self.0) {
+            (raised @ TicketEvent::TicketRaised { .. }, _) => Ticket(Some(raised_state(raised))),
+            (event, state) => Ticket(state.map(|s| evolve_existing(s, event))),
+        }
     }
+}
+
+fn decide_raise(raise: RaiseTicket, now: DateTime<Utc>) -> Result<Vec<TicketEvent>, DomainError> {
+    let customer = raise
+        .customer
+        .filter(|c| c.id == raise.customer_id)
+        .ok_or(DomainError::UnknownCustomer)?;
+    if let Some(device_id) = raise.device_id {
+        let device = raise
+            .device
+            .filter(|d| d.id == device_id)
+            .ok_or(DomainError::UnknownDevice)?;
+        if device.customer_id != customer.id {
+            return Err(DomainError::DeviceNotOwned);
+        }
+    }
+    let priority_score = raise
+        .policy
+        .base_score(raise.severity, customer.tier, raise.impact);
+    Ok(vec![TicketEvent::TicketRaised {
+        ticket_id: raise.ticket_id,
+        number: raise.number,
+        customer_id: customer.id,
+        customer_tier: customer.tier,
+        device_id: raise.device_id,
+        category: raise.category,
+        subject: raise.subject,
+        description: raise.description,
+        severity: raise.severity,
+        impact: raise.impact,
+        priority_score,
+        priority_level: raise.policy.level(priority_score),
+        raised_at: now,
+    }])
 }
 
 fn decide_existing(
     state: &TicketState,
     command: TicketCommand,
     now: DateTime<Utc>,
-) -> Result<Vec<TicketEvent>, DomainError> {
+) -> Result<TicketEvent, DomainError> {
     use TicketStatus::*;
-    if state.status == Closed {
+    let action = command.name();
+    let refuse = || DomainError::InvalidTransition {
+        from: state.status.label(),
+        action,
+    };
+    // A closed ticket only takes a reopening or the customer's feedback.
+    if state.status == Closed
+        && !matches!(
+            command,
+            TicketCommand::Reopen { .. } | TicketCommand::SubmitFeedback { .. }
+        )
+    {
         return Err(DomainError::TicketClosed);
     }
+    let active = matches!(state.status, Open | InProgress);
     match command {
         TicketCommand::Raise(_) => Err(DomainError::TicketAlreadyRaised),
         TicketCommand::AssignTechnician {
             technician_id,
             technician,
         } => {
-            if !matches!(state.status, Open | InProgress) {
-                return Err(transition(state.status, "assign"));
+            if !active {
+                return Err(refuse());
             }
             let technician = technician
                 .filter(|t| t.id == technician_id)
@@ -252,67 +535,390 @@ fn decide_existing(
             if state.assignee == Some(technician_id) {
                 return Err(DomainError::AlreadyAssigned);
             }
-            Ok(vec![TicketEvent::TechnicianAssigned {
+            Ok(TicketEvent::TechnicianAssigned {
                 technician_id,
                 previous_technician_id: state.assignee,
                 assigned_at: now,
-            }])
+            })
         }
         TicketCommand::StartWork => {
             if state.status != Open {
-                return Err(transition(state.status, "start work on"));
+                return Err(refuse());
             }
             let technician_id = state.assignee.ok_or(DomainError::NotAssigned)?;
-            Ok(vec![TicketEvent::WorkStarted {
+            Ok(TicketEvent::WorkStarted {
                 technician_id,
                 started_at: now,
-            }])
+            })
+        }
+        TicketCommand::AddNote {
+            note_id,
+            text,
+            visibility,
+        } => {
+            if state.status == Cancelled {
+                return Err(refuse());
+            }
+            Ok(TicketEvent::NoteAdded {
+                note_id,
+                text,
+                visibility,
+                added_at: now,
+            })
+        }
+        TicketCommand::QuoteRepair {
+            amount,
+            description,
+        } => {
+            if !active {
+                return Err(refuse());
+            }
+            if state.final_cost.is_some() {
+                return Err(DomainError::RepairAlreadyCompleted);
+            }
+            if amount < state.paid {
+                return Err(DomainError::AmountBelowPaid {
+                    paid: state.paid.to_string(),
+                });
+            }
+            Ok(TicketEvent::RepairQuoted {
+                amount,
+                description,
+                quoted_at: now,
+            })
+        }
+        TicketCommand::ApproveQuote | TicketCommand::RejectQuote { .. } if !active => Err(refuse()),
+        TicketCommand::ApproveQuote => match &state.quote {
+            Some(q) if q.decision == Decision::Pending => Ok(TicketEvent::QuoteApproved {
+                amount: q.amount,
+                approved_at: now,
+            }),
+            _ => Err(DomainError::NoPendingQuote),
+        },
+        TicketCommand::RejectQuote { reason } => match &state.quote {
+            Some(q) if q.decision == Decision::Pending => Ok(TicketEvent::QuoteRejected {
+                reason,
+                rejected_at: now,
+            }),
+            _ => Err(DomainError::NoPendingQuote),
+        },
+        TicketCommand::UsePart { part, quantity } => {
+            if state.status != InProgress {
+                return Err(refuse());
+            }
+            if state.final_cost.is_some() {
+                return Err(DomainError::RepairAlreadyCompleted);
+            }
+            if !state.billable_work_allowed() {
+                return Err(DomainError::QuoteNotApproved);
+            }
+            Ok(TicketEvent::PartUsed {
+                part_id: part.id,
+                quantity,
+                unit_cost: part.unit_cost,
+                used_at: now,
+            })
+        }
+        TicketCommand::CompleteRepair {
+            final_cost,
+            summary,
+        } => {
+            if state.status != InProgress {
+                return Err(refuse());
+            }
+            if state.final_cost.is_some() {
+                return Err(DomainError::RepairAlreadyCompleted);
+            }
+            if final_cost > Money::ZERO && !state.billable_work_allowed() {
+                return Err(DomainError::QuoteNotApproved);
+            }
+            if final_cost < state.paid {
+                return Err(DomainError::AmountBelowPaid {
+                    paid: state.paid.to_string(),
+                });
+            }
+            Ok(TicketEvent::RepairCompleted {
+                final_cost,
+                summary,
+                completed_at: now,
+            })
         }
         TicketCommand::Resolve { resolution } => {
             if state.status != InProgress {
-                return Err(transition(state.status, "resolve"));
+                return Err(refuse());
             }
-            Ok(vec![TicketEvent::TicketResolved {
+            Ok(TicketEvent::TicketResolved {
                 resolution,
                 resolved_at: now,
-            }])
+            })
         }
         TicketCommand::Close => {
             if state.status != Resolved {
-                return Err(transition(state.status, "close"));
+                return Err(refuse());
             }
-            Ok(vec![TicketEvent::TicketClosed { closed_at: now }])
+            let balance = state.balance();
+            if balance > Money::ZERO {
+                return Err(DomainError::BalanceOutstanding {
+                    balance: balance.to_string(),
+                });
+            }
+            Ok(TicketEvent::TicketClosed { closed_at: now })
+        }
+        TicketCommand::Cancel { reason } => {
+            if !active {
+                return Err(refuse());
+            }
+            Ok(TicketEvent::TicketCancelled {
+                reason,
+                cancelled_at: now,
+            })
+        }
+        TicketCommand::Reopen { reason } => {
+            if !matches!(state.status, Resolved | Closed) {
+                return Err(refuse());
+            }
+            Ok(TicketEvent::TicketReopened {
+                reason,
+                reopened_at: now,
+            })
+        }
+        TicketCommand::RecordPayment {
+            payment_id,
+            amount,
+            method,
+        } => {
+            if !matches!(state.status, Open | InProgress | Resolved) {
+                return Err(refuse());
+            }
+            let balance = state.balance();
+            if amount > balance {
+                return Err(DomainError::Overpayment {
+                    balance: balance.to_string(),
+                });
+            }
+            Ok(TicketEvent::PaymentRecorded {
+                payment_id,
+                amount,
+                method,
+                paid_at: now,
+            })
+        }
+        TicketCommand::ClaimWarranty { device, reason } => {
+            if !matches!(state.status, Open | InProgress | Resolved) {
+                return Err(refuse());
+            }
+            let device_id = state.device_id.ok_or(DomainError::NoDevice)?;
+            if state.warranty_claim.is_some() {
+                return Err(DomainError::WarrantyAlreadyClaimed);
+            }
+            let device = device
+                .filter(|d| d.id == device_id)
+                .ok_or(DomainError::UnknownDevice)?;
+            if state.raised_at.date_naive() > device.warranty_expires_on {
+                return Err(DomainError::WarrantyExpired);
+            }
+            Ok(TicketEvent::WarrantyClaimed {
+                device_id,
+                reason,
+                claimed_at: now,
+            })
+        }
+        TicketCommand::ApproveWarrantyClaim { .. } | TicketCommand::RejectWarrantyClaim { .. }
+            if !state
+                .warranty_claim
+                .as_ref()
+                .is_some_and(|c| c.decision == Decision::Pending) =>
+        {
+            Err(DomainError::NoPendingClaim)
+        }
+        TicketCommand::ApproveWarrantyClaim { covered_limit } => {
+            Ok(TicketEvent::WarrantyClaimApproved {
+                covered_limit,
+                approved_at: now,
+            })
+        }
+        TicketCommand::RejectWarrantyClaim { reason } => Ok(TicketEvent::WarrantyClaimRejected {
+            reason,
+            rejected_at: now,
+        }),
+        TicketCommand::SubmitFeedback { rating, comment } => {
+            if !matches!(state.status, Resolved | Closed) {
+                return Err(DomainError::TicketNotCompleted);
+            }
+            if state.feedback.is_some() {
+                return Err(DomainError::FeedbackAlreadyGiven);
+            }
+            let rating = u8::try_from(rating)
+                .ok()
+                .filter(|r| (1..=5).contains(r))
+                .ok_or(DomainError::RatingOutOfRange)?;
+            Ok(TicketEvent::FeedbackSubmitted {
+                rating,
+                comment,
+                submitted_at: now,
+            })
         }
     }
 }
 
+fn raised_state(event: &TicketEvent) -> TicketState {
+    let TicketEvent::TicketRaised {
+        ticket_id,
+        number,
+        customer_id,
+        customer_tier,
+        device_id,
+        category,
+        subject,
+        description,
+        severity,
+        impact,
+        priority_score,
+        priority_level,
+        raised_at,
+    } = event.clone()
+    else {
+        unreachable!("called with TicketRaised only")
+    };
+    TicketState {
+        id: ticket_id,
+        number,
+        customer_id,
+        customer_tier,
+        device_id,
+        category,
+        subject,
+        description,
+        severity,
+        impact,
+        priority_score,
+        priority_level,
+        status: TicketStatus::Open,
+        assignee: None,
+        notes: 0,
+        quote: None,
+        approved_quote: None,
+        parts: Vec::new(),
+        final_cost: None,
+        repair_summary: None,
+        paid: Money::ZERO,
+        warranty_claim: None,
+        feedback: None,
+        resolution: None,
+        raised_at,
+        assigned_at: None,
+        started_at: None,
+        completed_at: None,
+        resolved_at: None,
+        closed_at: None,
+        cancelled_at: None,
+        reopened_at: None,
+    }
+}
+
 fn evolve_existing(mut s: TicketState, event: &TicketEvent) -> TicketState {
-    match event {
+    match event.clone() {
         TicketEvent::TicketRaised { .. } => {}
         TicketEvent::TechnicianAssigned {
             technician_id,
             assigned_at,
             ..
         } => {
-            s.assignee = Some(*technician_id);
-            s.assigned_at = Some(*assigned_at);
+            s.assignee = Some(technician_id);
+            s.assigned_at = Some(assigned_at);
         }
         TicketEvent::WorkStarted { started_at, .. } => {
             s.status = TicketStatus::InProgress;
-            s.started_at = Some(*started_at);
+            s.started_at = Some(started_at);
+        }
+        TicketEvent::NoteAdded { .. } => s.notes += 1,
+        TicketEvent::RepairQuoted {
+            amount,
+            description,
+            ..
+        } => {
+            s.quote = Some(Quote {
+                amount,
+                description,
+                decision: Decision::Pending,
+            });
+        }
+        TicketEvent::QuoteApproved { amount, .. } => {
+            s.approved_quote = Some(amount);
+            if let Some(q) = s.quote.as_mut() {
+                q.decision = Decision::Approved;
+            }
+        }
+        TicketEvent::QuoteRejected { .. } => {
+            if let Some(q) = s.quote.as_mut() {
+                q.decision = Decision::Rejected;
+            }
+        }
+        TicketEvent::PartUsed {
+            part_id,
+            quantity,
+            unit_cost,
+            ..
+        } => s.parts.push(PartLine {
+            part_id,
+            quantity,
+            unit_cost,
+        }),
+        TicketEvent::RepairCompleted {
+            final_cost,
+            summary,
+            completed_at,
+        } => {
+            s.final_cost = Some(final_cost);
+            s.repair_summary = Some(summary);
+            s.completed_at = Some(completed_at);
         }
         TicketEvent::TicketResolved {
             resolution,
             resolved_at,
         } => {
             s.status = TicketStatus::Resolved;
-            s.resolution = Some(resolution.clone());
-            s.resolved_at = Some(*resolved_at);
+            s.resolution = Some(resolution);
+            s.resolved_at = Some(resolved_at);
         }
         TicketEvent::TicketClosed { closed_at } => {
             s.status = TicketStatus::Closed;
-            s.closed_at = Some(*closed_at);
+            s.closed_at = Some(closed_at);
         }
+        TicketEvent::TicketCancelled { cancelled_at, .. } => {
+            s.status = TicketStatus::Cancelled;
+            s.cancelled_at = Some(cancelled_at);
+        }
+        TicketEvent::TicketReopened { reopened_at, .. } => {
+            s.status = TicketStatus::Open;
+            s.reopened_at = Some(reopened_at);
+        }
+        TicketEvent::PaymentRecorded { amount, .. } => s.paid = s.paid.saturating_add(amount),
+        TicketEvent::WarrantyClaimed {
+            device_id, reason, ..
+        } => {
+            s.warranty_claim = Some(WarrantyClaim {
+                device_id,
+                decision: Decision::Pending,
+                reason,
+                covered_limit: None,
+            });
+        }
+        TicketEvent::WarrantyClaimApproved { covered_limit, .. } => {
+            if let Some(c) = s.warranty_claim.as_mut() {
+                c.decision = Decision::Approved;
+                c.covered_limit = covered_limit;
+            }
+        }
+        TicketEvent::WarrantyClaimRejected { reason, .. } => {
+            if let Some(c) = s.warranty_claim.as_mut() {
+                c.decision = Decision::Rejected;
+                c.reason = Some(reason);
+            }
+        }
+        TicketEvent::FeedbackSubmitted {
+            rating, comment, ..
+        } => s.feedback = Some(Feedback { rating, comment }),
     }
     s
 }

@@ -152,6 +152,98 @@ impl Impact {
     }
 }
 
+/// An amount of money in minor units (cents), never negative. Integers only: no float ever
+/// touches money.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Money(i64);
+
+impl Money {
+    pub const ZERO: Money = Money(0);
+    /// Largest accepted amount: 10^13 minor units, far below overflow when summed.
+    const MAX: i64 = 10_000_000_000_000;
+
+    pub fn parse(field: &'static str, minor_units: i64) -> Result<Self, ValueError> {
+        if !(0..=Self::MAX).contains(&minor_units) {
+            return Err(ValueError::new(
+                field,
+                format!("must be an amount in minor units from 0 to {}", Self::MAX),
+            ));
+        }
+        Ok(Self(minor_units))
+    }
+
+    pub fn minor_units(self) -> i64 {
+        self.0
+    }
+
+    pub fn saturating_add(self, other: Money) -> Money {
+        Money(self.0.saturating_add(other.0))
+    }
+
+    /// `self - other`, or zero when `other` is larger.
+    pub fn saturating_sub(self, other: Money) -> Money {
+        Money((self.0 - other.0).max(0))
+    }
+
+    pub fn times(self, quantity: u32) -> Money {
+        Money(self.0.saturating_mul(i64::from(quantity)))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// A serial number: trimmed, upper-cased, 1 to 64 letters, digits, `-`, `_`, `.` or `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SerialNumber(String);
+
+impl SerialNumber {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ValueError> {
+        let s = raw.trim().to_uppercase();
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !ok {
+            return Err(ValueError::new(
+                field,
+                "must be 1 to 64 letters, digits, '-', '_', '.' or '/'",
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a payment was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Cash,
+    Card,
+    BankTransfer,
+    Upi,
+    Other,
+}
+
+/// Who may read a note: everyone involved, or staff only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Internal,
+}
+
 /// A ticket number `TKT-YYYYMMDD-XXXXXX`: the raise date and six characters of 0-9A-Z.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

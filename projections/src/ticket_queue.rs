@@ -60,6 +60,38 @@ async fn apply_customer(
     event: CustomerEvent,
 ) -> Result<(), ProjectionError> {
     match event {
+        CustomerEvent::CustomerUpdated {
+            customer_id,
+            name: Some(name),
+            ..
+        } => {
+            sqlx::query!(
+                "UPDATE ticket_queue_customers SET name = $2 WHERE customer_id = $1",
+                customer_id.as_uuid(),
+                name.as_str()
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "UPDATE ticket_queue SET customer_name = $2 WHERE customer_id = $1",
+                customer_id.as_uuid(),
+                name.as_str()
+            )
+            .execute(tx)
+            .await?;
+        }
+        CustomerEvent::CustomerUpdated { .. } => {}
+        CustomerEvent::CustomerTierChanged {
+            customer_id, to, ..
+        } => {
+            sqlx::query!(
+                "UPDATE ticket_queue_customers SET tier = $2 WHERE customer_id = $1",
+                customer_id.as_uuid(),
+                label(&to)
+            )
+            .execute(tx)
+            .await?;
+        }
         CustomerEvent::CustomerRegistered {
             customer_id,
             name,
@@ -192,6 +224,50 @@ async fn apply_ticket(
                 id,
                 resolved_at,
                 e.version
+            )
+            .execute(tx)
+            .await?;
+        }
+        TicketEvent::TicketCancelled { cancelled_at, .. } => {
+            sqlx::query!(
+                "UPDATE ticket_queue SET status = 'cancelled', version = $2, updated_at = $3
+                 WHERE ticket_id = $1",
+                id,
+                e.version,
+                cancelled_at
+            )
+            .execute(tx)
+            .await?;
+        }
+        TicketEvent::TicketReopened { reopened_at, .. } => {
+            sqlx::query!(
+                "UPDATE ticket_queue SET status = 'open', resolved_at = NULL, closed_at = NULL,
+                     version = $2, updated_at = $3
+                 WHERE ticket_id = $1",
+                id,
+                e.version,
+                reopened_at
+            )
+            .execute(tx)
+            .await?;
+        }
+        // Events that do not change what the queue shows still move its version.
+        TicketEvent::NoteAdded { .. }
+        | TicketEvent::RepairQuoted { .. }
+        | TicketEvent::QuoteApproved { .. }
+        | TicketEvent::QuoteRejected { .. }
+        | TicketEvent::PartUsed { .. }
+        | TicketEvent::RepairCompleted { .. }
+        | TicketEvent::PaymentRecorded { .. }
+        | TicketEvent::WarrantyClaimed { .. }
+        | TicketEvent::WarrantyClaimApproved { .. }
+        | TicketEvent::WarrantyClaimRejected { .. }
+        | TicketEvent::FeedbackSubmitted { .. } => {
+            sqlx::query!(
+                "UPDATE ticket_queue SET version = $2, updated_at = $3 WHERE ticket_id = $1",
+                id,
+                e.version,
+                at
             )
             .execute(tx)
             .await?;

@@ -1,0 +1,407 @@
+//! One test per rule of the customer, technician, device and part aggregates, and the part's
+//! stock invariant under random sequences.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use crate::*;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
+}
+
+fn today() -> NaiveDate {
+    now().date_naive()
+}
+
+fn text(s: &str) -> Text {
+    Text::parse("text", s, 500).unwrap()
+}
+
+fn run<A: Aggregate>(given: Vec<A::Command>, when: A::Command) -> Result<Vec<A::Event>, DomainError>
+where
+    A::Event: Clone,
+{
+    let mut events: Vec<A::Event> = Vec::new();
+    for c in given {
+        let new = replay::<A>(&events)
+            .decide(c, now())
+            .unwrap_or_else(|e| panic!("given command refused: {e}"));
+        events.extend(new);
+    }
+    replay::<A>(&events).decide(when, now())
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, DomainError>) -> &'static str {
+    match result {
+        Err(e) => e.code(),
+        Ok(v) => panic!("accepted: {v:?}"),
+    }
+}
+
+fn customer_id() -> CustomerId {
+    CustomerId::from_uuid(Uuid::from_u128(1))
+}
+
+fn register_customer() -> CustomerCommand {
+    CustomerCommand::Register(RegisterCustomer {
+        customer_id: customer_id(),
+        name: text("Ana"),
+        email: Email::parse("email", "ana@example.com").unwrap(),
+        phone: None,
+        location: None,
+        tier: Tier::Free,
+    })
+}
+
+#[test]
+fn customer_rules() {
+    assert_eq!(
+        code(run::<Customer>(
+            vec![register_customer()],
+            register_customer()
+        )),
+        "CUSTOMER_ALREADY_REGISTERED"
+    );
+    assert_eq!(
+        code(run::<Customer>(
+            vec![],
+            CustomerCommand::ChangeTier { tier: Tier::Paid }
+        )),
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        code(run::<Customer>(
+            vec![register_customer()],
+            CustomerCommand::ChangeTier { tier: Tier::Free }
+        )),
+        "NOTHING_TO_CHANGE"
+    );
+    let same_name = UpdateCustomer {
+        name: Some(text("Ana")),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(run::<Customer>(
+            vec![register_customer()],
+            CustomerCommand::Update(same_name)
+        )),
+        "NOTHING_TO_CHANGE"
+    );
+    let events = run::<Customer>(
+        vec![register_customer()],
+        CustomerCommand::Update(UpdateCustomer {
+            name: Some(text("Ana Souza")),
+            location: Some(text("Recife")),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let CustomerEvent::CustomerUpdated {
+        name,
+        email,
+        location,
+        ..
+    } = &events[0]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            name.as_ref().map(Text::as_str),
+            email,
+            location.as_ref().map(Text::as_str)
+        ),
+        (Some("Ana Souza"), &None, Some("Recife"))
+    );
+}
+
+fn onboard() -> TechnicianCommand {
+    TechnicianCommand::Onboard(OnboardTechnician {
+        technician_id: TechnicianId::from_uuid(Uuid::from_u128(2)),
+        name: text("Ravi"),
+        email: Email::parse("email", "ravi@example.com").unwrap(),
+    })
+}
+
+#[test]
+fn technician_rules() {
+    assert_eq!(
+        code(run::<Technician>(vec![onboard()], onboard())),
+        "TECHNICIAN_ALREADY_ONBOARDED"
+    );
+    assert_eq!(
+        code(run::<Technician>(
+            vec![],
+            TechnicianCommand::Deactivate { reason: None }
+        )),
+        "NOT_FOUND"
+    );
+    let deactivate = || TechnicianCommand::Deactivate { reason: None };
+    assert_eq!(
+        code(run::<Technician>(
+            vec![onboard(), deactivate()],
+            deactivate()
+        )),
+        "TECHNICIAN_ALREADY_INACTIVE"
+    );
+}
+
+fn register_device(purchase: NaiveDate, months: i64) -> DeviceCommand {
+    DeviceCommand::Register(RegisterDevice {
+        device_id: DeviceId::from_uuid(Uuid::from_u128(3)),
+        customer_id: customer_id(),
+        customer: Some(CustomerFacts {
+            id: customer_id(),
+            tier: Tier::Free,
+        }),
+        name: text("Laptop"),
+        brand: Some(text("Acme")),
+        model: Some(text("X1")),
+        serial_number: SerialNumber::parse("serial", "sn-1").unwrap(),
+        category: None,
+        purchase_date: purchase,
+        warranty_months: months,
+        invoice_ref: None,
+    })
+}
+
+fn check_in(expected: NaiveDate, technician: Option<TechnicianFacts>) -> DeviceCommand {
+    DeviceCommand::CheckIn(CheckInDevice {
+        condition: text("Scratched lid"),
+        accessories: vec![text("Charger")],
+        reported_issue: text("No power"),
+        expected_delivery_date: expected,
+        expected_budget: None,
+        technician_id: technician.map(|t| t.id),
+        technician,
+    })
+}
+
+#[test]
+fn device_rules() {
+    let registered = || register_device(today() - Duration::days(30), 12);
+    let mut no_customer = registered();
+    if let DeviceCommand::Register(r) = &mut no_customer {
+        r.customer = None;
+    }
+    assert_eq!(
+        code(run::<Device>(vec![registered()], registered())),
+        "DEVICE_ALREADY_REGISTERED"
+    );
+    assert_eq!(code(run::<Device>(vec![], no_customer)), "UNKNOWN_CUSTOMER");
+    assert_eq!(
+        code(run::<Device>(
+            vec![],
+            register_device(today() + Duration::days(1), 12)
+        )),
+        "PURCHASE_DATE_IN_FUTURE"
+    );
+    assert_eq!(
+        code(run::<Device>(vec![], register_device(today(), -1))),
+        "INVALID_WARRANTY_MONTHS"
+    );
+    assert_eq!(
+        code(run::<Device>(
+            vec![registered()],
+            DeviceCommand::ExtendWarranty {
+                months: 0,
+                reason: None
+            }
+        )),
+        "INVALID_WARRANTY_EXTENSION"
+    );
+    assert_eq!(
+        code(run::<Device>(vec![], DeviceCommand::Deliver)),
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        code(run::<Device>(
+            vec![registered()],
+            check_in(today() - Duration::days(1), None)
+        )),
+        "DELIVERY_DATE_IN_PAST"
+    );
+    let inactive = TechnicianFacts {
+        id: TechnicianId::from_uuid(Uuid::from_u128(2)),
+        active: false,
+    };
+    assert_eq!(
+        code(run::<Device>(
+            vec![registered()],
+            check_in(today(), Some(inactive))
+        )),
+        "TECHNICIAN_INACTIVE"
+    );
+    assert_eq!(
+        code(run::<Device>(
+            vec![registered(), check_in(today(), None)],
+            DeviceCommand::Deliver
+        )),
+        "INVALID_TRANSITION"
+    );
+    assert_eq!(
+        code(run::<Device>(
+            vec![registered(), check_in(today(), None)],
+            check_in(today(), None)
+        )),
+        "INVALID_TRANSITION"
+    );
+    let delivered = vec![
+        registered(),
+        check_in(today(), None),
+        DeviceCommand::MarkReadyForDelivery,
+        DeviceCommand::Deliver,
+    ];
+    assert_eq!(
+        code(run::<Device>(
+            delivered.clone(),
+            DeviceCommand::Close {
+                outstanding: Money::parse("x", 1).unwrap()
+            }
+        )),
+        "BILL_NOT_SETTLED"
+    );
+    assert!(run::<Device>(
+        delivered,
+        DeviceCommand::Close {
+            outstanding: Money::ZERO
+        }
+    )
+    .is_ok());
+    let reschedule = DeviceCommand::RescheduleDelivery {
+        expected_delivery_date: today() + Duration::days(2),
+        technician_id: None,
+        technician: None,
+    };
+    assert_eq!(
+        code(run::<Device>(
+            vec![registered(), check_in(today(), None)],
+            reschedule
+        )),
+        "DELIVERY_NOT_OVERDUE"
+    );
+}
+
+#[test]
+fn warranty_expiry_is_purchase_plus_months_and_extends() {
+    let purchase = NaiveDate::from_ymd_opt(2025, 1, 31).unwrap();
+    assert_eq!(
+        warranty_expiry(purchase, 1),
+        NaiveDate::from_ymd_opt(2025, 2, 28).unwrap()
+    );
+    assert_eq!(warranty_expiry(purchase, 0), purchase);
+    let events = run::<Device>(
+        vec![register_device(purchase, 12)],
+        DeviceCommand::ExtendWarranty {
+            months: 6,
+            reason: None,
+        },
+    )
+    .unwrap();
+    let DeviceEvent::WarrantyExtended {
+        warranty_expires_on,
+        ..
+    } = &events[0]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        *warranty_expires_on,
+        NaiveDate::from_ymd_opt(2026, 7, 31).unwrap()
+    );
+}
+
+fn add_part(stock: u32) -> PartCommand {
+    PartCommand::Add(AddPart {
+        part_id: PartId::from_uuid(Uuid::from_u128(4)),
+        name: text("Charging port"),
+        sku: None,
+        unit_cost: Money::parse("cost", 250).unwrap(),
+        initial_stock: stock,
+    })
+}
+
+fn use_part(quantity: u32) -> PartCommand {
+    PartCommand::Use {
+        ticket_id: TicketId::from_uuid(Uuid::from_u128(5)),
+        quantity,
+    }
+}
+
+#[test]
+fn part_rules() {
+    assert_eq!(
+        code(run::<Part>(vec![add_part(1)], add_part(1))),
+        "PART_ALREADY_ADDED"
+    );
+    assert_eq!(code(run::<Part>(vec![], use_part(1))), "NOT_FOUND");
+    assert_eq!(
+        code(run::<Part>(vec![add_part(1)], use_part(2))),
+        "INSUFFICIENT_STOCK"
+    );
+    assert_eq!(
+        code(run::<Part>(
+            vec![add_part(1)],
+            PartCommand::AdjustStock {
+                delta: -2,
+                reason: text("count")
+            }
+        )),
+        "INSUFFICIENT_STOCK"
+    );
+    assert_eq!(
+        code(run::<Part>(
+            vec![add_part(1)],
+            PartCommand::AdjustStock {
+                delta: 0,
+                reason: text("count")
+            }
+        )),
+        "NOTHING_TO_CHANGE"
+    );
+    assert!(run::<Part>(vec![add_part(1)], use_part(1)).is_ok());
+}
+
+fn any_part_command() -> impl Strategy<Value = PartCommand> {
+    prop_oneof![
+        (1u32..5).prop_map(|q| PartCommand::ReceiveStock {
+            quantity: q,
+            reference: None
+        }),
+        (-6i64..6).prop_map(|d| PartCommand::AdjustStock {
+            delta: d,
+            reason: Text::parse("r", "count", 10).unwrap()
+        }),
+        (1u32..6).prop_map(use_part),
+        (1u32..3).prop_map(|q| PartCommand::Return {
+            ticket_id: TicketId::from_uuid(Uuid::from_u128(5)),
+            quantity: q
+        }),
+    ]
+}
+
+proptest! {
+    /// Stock never goes below zero, equals what the accepted events add up to, and replays.
+    #[test]
+    fn stock_never_goes_negative(initial in 0u32..5, commands in proptest::collection::vec(any_part_command(), 0..40)) {
+        let mut events = replay::<Part>(&[]).decide(add_part(initial), now()).unwrap();
+        let mut expected = i64::from(initial);
+        for c in commands {
+            if let Ok(new) = replay::<Part>(&events).decide(c, now()) {
+                for e in &new {
+                    expected += match e {
+                        PartEvent::StockReceived { quantity, .. } | PartEvent::StockReturned { quantity, .. } => i64::from(*quantity),
+                        PartEvent::StockAdjusted { delta, .. } => *delta,
+                        PartEvent::StockUsed { quantity, .. } => -i64::from(*quantity),
+                        PartEvent::PartAdded { .. } => 0,
+                    };
+                }
+                events.extend(new);
+            }
+            prop_assert!(expected >= 0);
+            prop_assert_eq!(replay::<Part>(&events).state().map(|p| i64::from(p.stock)), Some(expected));
+        }
+    }
+}
