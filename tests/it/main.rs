@@ -7,3 +7,4 @@ mod harness;
 mod projections;
 mod store;
 mod stress;
+mod workflows;
