@@ -12,6 +12,22 @@ use serde::Deserialize;
 pub struct Config {
     /// Priority weights, level thresholds and SLA due times.
     pub priority: PriorityPolicy,
+    pub warranty: WarrantyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarrantyConfig {
+    /// A warranty is `EXPIRING_SOON` when it ends within this many days.
+    pub expiring_soon_days: u32,
+}
+
+impl Default for WarrantyConfig {
+    fn default() -> Self {
+        Self {
+            expiring_soon_days: 30,
+        }
+    }
 }
 
 impl Config {
@@ -44,6 +60,7 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("ledger.example.toml");
         let config = Config::load(&example, true).expect("example parses");
         assert_eq!(config.priority, PriorityPolicy::default());
+        assert_eq!(config.warranty, WarrantyConfig::default());
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub struct EmbeddedPostgres {
     port: u16,
     password: String,
     pid: u32,
-    exited: Mutex<mpsc::Receiver<io::Result<ExitStatus>>>,
+    /// `None` when attached to a server another `ledger` process started and owns.
+    exited: Option<Mutex<mpsc::Receiver<io::Result<ExitStatus>>>>,
     stopped: bool,
 }
 
@@ -89,7 +90,25 @@ impl EmbeddedPostgres {
             .map_err(io_err(format!("reading {}", password_file.display())))?
             .trim()
             .to_owned();
-        stop_leftover_server(&pgdata);
+        // Another `ledger` process already serves this directory: share its server. (A server
+        // never outlives the process that started it, so a live one has a live owner.)
+        if let Some((pid, port)) = running_server(&pgdata) {
+            tracing::info!(
+                pid,
+                port,
+                "using the PostgreSQL another ledger process runs on this data directory"
+            );
+            let mut pg = EmbeddedPostgres {
+                root,
+                port,
+                password,
+                pid,
+                exited: None,
+                stopped: true,
+            };
+            pg.wait_until_accepting(Duration::from_secs(60))?;
+            return Ok(pg);
+        }
 
         let port = free_port()?;
         let log = fs::OpenOptions::new()
@@ -116,7 +135,7 @@ impl EmbeddedPostgres {
             port,
             password,
             pid,
-            exited: Mutex::new(exited),
+            exited: Some(Mutex::new(exited)),
             stopped: false,
         };
         pg.wait_until_accepting(Duration::from_secs(60))?;
@@ -145,11 +164,14 @@ impl EmbeddedPostgres {
             return Ok(());
         }
         self.stopped = true;
+        let Some(exited) = self.exited.as_mut() else {
+            return Ok(());
+        };
         let pid =
             libc::pid_t::try_from(self.pid).map_err(|_| EmbeddedError::Failed("bad pid".into()))?;
         // SAFETY: plain syscall on the pid of our own child.
         unsafe { libc::kill(pid, libc::SIGINT) };
-        let exited = self.exited.get_mut().unwrap_or_else(|p| p.into_inner());
+        let exited = exited.get_mut().unwrap_or_else(|p| p.into_inner());
         match exited.recv_timeout(Duration::from_secs(60)) {
             Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -166,8 +188,12 @@ impl EmbeddedPostgres {
     fn wait_until_accepting(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
         let deadline = Instant::now() + limit;
         loop {
-            let exited = self.exited.get_mut().unwrap_or_else(|p| p.into_inner());
-            if let Ok(status) = exited.try_recv() {
+            let exited = self
+                .exited
+                .as_mut()
+                .and_then(|e| e.get_mut().ok())
+                .and_then(|e| e.try_recv().ok());
+            if let Some(status) = exited {
                 self.stopped = true;
                 return Err(EmbeddedError::Failed(format!(
                     "PostgreSQL exited during start-up ({status:?}); see {}/postgres.log:\n{}",
@@ -443,34 +469,15 @@ fn random_password() -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
 }
 
-/// A server of a previous run that is still up (its owner was killed) holds the data
-/// directory: ask it to shut down and wait for it.
-fn stop_leftover_server(pgdata: &Path) {
-    let Ok(text) = fs::read_to_string(pgdata.join("postmaster.pid")) else {
-        return;
-    };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<libc::pid_t>().ok())
-    else {
-        return;
-    };
+/// The pid and port of a live server on `pgdata`, from its `postmaster.pid`.
+fn running_server(pgdata: &Path) -> Option<(u32, u16)> {
+    let text = fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid: u32 = lines.next()?.trim().parse().ok()?;
+    let port: u16 = lines.nth(2)?.trim().parse().ok()?;
     let is_postgres = fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| String::from_utf8_lossy(&c).contains("postgres"));
-    if !is_postgres {
-        return;
-    }
-    tracing::warn!(
-        pid,
-        "a PostgreSQL from a previous run is still up; stopping it"
-    );
-    // SAFETY: plain syscall; the pid was checked to be a postgres process.
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    is_postgres.then_some((pid, port))
 }
 
 fn free_port() -> Result<u16, EmbeddedError> {

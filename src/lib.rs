@@ -6,7 +6,7 @@ mod serve;
 
 pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
-pub use serve::{connect_and_migrate, serve, ServeOptions};
+pub use serve::{connect_and_migrate, serve, Database, ServeOptions};
 
 /// The workspace's migrations (stream store and read models), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

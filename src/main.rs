@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Event-sourced ticket ledger for repair and warranty service centers.
 #[derive(Parser)]
@@ -9,6 +9,23 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+}
+
+/// Where the data is: an existing server, or the embedded cluster.
+#[derive(Args)]
+struct DatabaseArgs {
+    /// Directory of the embedded PostgreSQL cluster (ignored with DATABASE_URL).
+    #[arg(long, default_value = "./.ledger")]
+    data_dir: PathBuf,
+    /// PostgreSQL server to use instead of the embedded one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    async fn open(self) -> anyhow::Result<ledger::Database> {
+        ledger::Database::open(&self.data_dir, self.database_url.filter(|u| !u.is_empty())).await
+    }
 }
 
 #[derive(Subcommand)]
@@ -21,16 +38,29 @@ enum Commands {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Directory of the embedded PostgreSQL cluster (ignored with DATABASE_URL).
-        #[arg(long, default_value = "./.ledger")]
-        data_dir: PathBuf,
-        /// PostgreSQL server to use instead of the embedded one.
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        /// Configuration file (priority weights, thresholds, SLA hours); see
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Configuration file (priority weights, thresholds, SLA hours, warranty); see
         /// ledger.example.toml. Default: ./ledger.toml when it exists.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// List each projection with its checkpoint, the head position and the lag.
+    Projections {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Rebuild read models from the whole event log into fresh tables, then swap them in
+    /// (queries keep being answered meanwhile).
+    Rebuild {
+        /// The projection to rebuild (see `ledger projections`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every projection.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
 }
 
@@ -50,33 +80,105 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Commands::Serve {
-                listen,
-                data_dir,
-                database_url,
-                config,
-            } => {
-                let config = match &config {
-                    Some(path) => ledger::Config::load(path, true),
-                    None => ledger::Config::load(std::path::Path::new("ledger.toml"), false),
-                }?;
-                ledger::serve(ledger::ServeOptions {
-                    listen,
-                    data_dir,
-                    database_url: database_url.filter(|u| !u.is_empty()),
-                    config,
-                })
-                .await
-            }
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ledger: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn run(command: Commands) -> anyhow::Result<()> {
+    match command {
+        Commands::Serve {
+            listen,
+            database,
+            config,
+        } => {
+            let config = match &config {
+                Some(path) => ledger::Config::load(path, true),
+                None => ledger::Config::load(Path::new("ledger.toml"), false),
+            }?;
+            ledger::serve(ledger::ServeOptions {
+                listen,
+                data_dir: database.data_dir,
+                database_url: database.database_url.filter(|u| !u.is_empty()),
+                config,
+            })
+            .await
+        }
+        Commands::Projections { database } => {
+            let db = database.open().await?;
+            let result = list_projections(&db).await;
+            db.close().await?;
+            result
+        }
+        Commands::Rebuild {
+            name,
+            all: _,
+            database,
+        } => {
+            let targets = match name {
+                Some(name) => vec![projections::projector(&name)?],
+                None => projections::all_projectors(),
+            };
+            let db = database.open().await?;
+            let result = rebuild(&db, targets).await;
+            db.close().await?;
+            result
+        }
+    }
+}
+
+async fn list_projections(db: &ledger::Database) -> anyhow::Result<()> {
+    let head = db.store.head().await?;
+    let checkpoints = projections::checkpoints(&db.pool).await?;
+    println!(
+        "{:<16} {:>12} {:>12} {:>10}  updated",
+        "projection", "checkpoint", "head", "lag"
+    );
+    for p in projections::all_projectors() {
+        let c = checkpoints.iter().find(|c| c.name == p.name());
+        let (position, updated) = c.map_or((0, "never".to_owned()), |c| {
+            (c.position, c.updated_at.to_rfc3339())
+        });
+        println!(
+            "{:<16} {:>12} {:>12} {:>10}  {updated}",
+            p.name(),
+            position,
+            head,
+            head - position
+        );
+    }
+    Ok(())
+}
+
+async fn rebuild(
+    db: &ledger::Database,
+    targets: Vec<std::sync::Arc<dyn projections::Projector>>,
+) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    for p in targets {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{prefix:<14} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(p.name());
+        let started = std::time::Instant::now();
+        let progress = |done: i64, head: i64| {
+            bar.set_length(u64::try_from(head).unwrap_or(0));
+            bar.set_position(u64::try_from(done).unwrap_or(0));
+        };
+        let position = projections::rebuild(&*db.store, &db.pool, &*p, &progress).await?;
+        bar.finish();
+        println!(
+            "{}: rebuilt up to position {position} in {:.1?}",
+            p.name(),
+            started.elapsed()
+        );
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use domain::priority::PriorityPolicy;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use stream_store::{EventStore, PgEventStore};
@@ -28,6 +27,48 @@ pub struct ServeOptions {
     pub config: Config,
 }
 
+/// The database every command uses: `database_url`, or the embedded cluster under `data_dir`
+/// (started, or shared with the `ledger` process already running it).
+pub struct Database {
+    pub pool: PgPool,
+    pub store: Arc<dyn EventStore>,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Database> {
+        let (url, embedded) = match database_url {
+            Some(url) => (url, None),
+            None => {
+                let dir = data_dir.to_owned();
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[]))
+                    .await??;
+                tracing::info!(data_dir = %data_dir.display(), port = pg.port(), "embedded PostgreSQL ready");
+                create_database(&pg.url("postgres"), EMBEDDED_DATABASE).await?;
+                (pg.url(EMBEDDED_DATABASE), Some(pg))
+            }
+        };
+        let pool = connect_and_migrate(&url).await?;
+        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
+        Ok(Database {
+            pool,
+            store,
+            embedded,
+        })
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        drop(self.store);
+        if let Some(pg) = self.embedded {
+            tokio::task::spawn_blocking(move || pg.stop()).await??;
+            tracing::info!("embedded PostgreSQL stopped");
+        }
+        Ok(())
+    }
+}
+
 /// Opens a pool on `url` and brings the schema up to date.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
@@ -42,46 +83,37 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
 
 /// Runs the command API, GraphQL and the projectors until Ctrl-C or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let (url, embedded) = match options.database_url {
-        Some(url) => (url, None),
-        None => {
-            let dir = options.data_dir.clone();
-            let pg =
-                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, &[])).await??;
-            tracing::info!(data_dir = %options.data_dir.display(), port = pg.port(), "embedded PostgreSQL started");
-            create_database(&pg.url("postgres"), EMBEDDED_DATABASE).await?;
-            (pg.url(EMBEDDED_DATABASE), Some(pg))
-        }
-    };
-    let result = run(&url, options.listen, options.config.priority).await;
-    if let Some(pg) = embedded {
-        tokio::task::spawn_blocking(move || pg.stop()).await??;
-        tracing::info!("embedded PostgreSQL stopped");
-    }
+    let db = Database::open(&options.data_dir, options.database_url).await?;
+    let result = run(&db, options.listen, options.config).await;
+    db.close().await?;
     result
 }
 
-async fn run(url: &str, listen: SocketAddr, policy: PriorityPolicy) -> anyhow::Result<()> {
-    let pool = connect_and_migrate(url).await?;
-    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
+async fn run(db: &Database, listen: SocketAddr, config: Config) -> anyhow::Result<()> {
+    let (pool, store) = (db.pool.clone(), db.store.clone());
     let shutdown = CancellationToken::new();
-    let projections = tokio::spawn(projections::run_all(
+    let leases = projections::Leases::default();
+    let runner = tokio::spawn(projections::run_all(
         store.clone(),
         pool.clone(),
         projections::all_projectors(),
+        leases.clone(),
         shutdown.clone(),
     ));
-    let schema = query_graphql::build_schema(pool.clone(), store.clone(), policy.clone());
+    let settings = query_graphql::Settings {
+        policy: config.priority.clone(),
+        expiring_soon_days: i64::from(config.warranty.expiring_soon_days),
+    };
+    let schema = query_graphql::build_schema(pool.clone(), store.clone(), settings.clone());
+    let health_state = HealthState {
+        pool: pool.clone(),
+        store: store.clone(),
+        leases,
+    };
     let app = Router::new()
-        .route(
-            "/health",
-            get(health).with_state(HealthState {
-                pool: pool.clone(),
-                store: store.clone(),
-            }),
-        )
-        .merge(command_api::router(store.clone(), policy.clone()))
-        .merge(query_graphql::router(schema))
+        .route("/health", get(health).with_state(health_state))
+        .merge(command_api::router(store.clone(), config.priority.clone()))
+        .merge(query_graphql::router(schema, pool.clone(), settings))
         .layer(TraceLayer::new_for_http());
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -101,8 +133,7 @@ async fn run(url: &str, listen: SocketAddr, policy: PriorityPolicy) -> anyhow::R
         })
         .await?;
     shutdown.cancel();
-    let _ = projections.await;
-    pool.close().await;
+    let _ = runner.await;
     Ok(())
 }
 
@@ -131,9 +162,20 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
             .await?;
     if !exists {
         // Identifiers cannot be bound; `name` is a constant of ours.
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        if let Err(e) = sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&pool)
-            .await?;
+            .await
+        {
+            // Another process sharing the cluster may have just created it.
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(name)
+                    .fetch_one(&pool)
+                    .await?;
+            if !exists {
+                return Err(e.into());
+            }
+        }
     }
     pool.close().await;
     Ok(())
@@ -143,10 +185,11 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
 struct HealthState {
     pool: PgPool,
     store: Arc<dyn EventStore>,
+    leases: projections::Leases,
 }
 
-/// `GET /health`: 200 with the head position and each projection's checkpoint and lag, or
-/// 503 when the database cannot be reached.
+/// `GET /health`: 200 with the head position, each projection's checkpoint and lag, and the
+/// projections this process runs; 503 when the database cannot be reached.
 async fn health(State(state): State<HealthState>) -> (StatusCode, Json<serde_json::Value>) {
     let head = state.store.head().await;
     let checkpoints = projections::checkpoints(&state.pool).await;
@@ -158,9 +201,12 @@ async fn health(State(state): State<HealthState>) -> (StatusCode, Json<serde_jso
                 .collect();
             (
                 StatusCode::OK,
-                Json(
-                    serde_json::json!({ "status": "ok", "head": head, "projections": projections }),
-                ),
+                Json(serde_json::json!({
+                    "status": "ok",
+                    "head": head,
+                    "projections": projections,
+                    "running": state.leases.held(),
+                })),
             )
         }
         _ => (

@@ -169,7 +169,8 @@ event_payload!(DeviceEvent {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Device(Option<DeviceState>);
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceState {
     pub id: DeviceId,
     pub customer_id: CustomerId,
@@ -187,6 +188,11 @@ pub struct DeviceState {
 impl Device {
     pub fn state(&self) -> Option<&DeviceState> {
         self.0.as_ref()
+    }
+
+    /// The device whose events so far produced `state`.
+    pub fn from_state(state: DeviceState) -> Self {
+        Device(Some(state))
     }
 
     /// Facts other aggregates' decisions need.

@@ -34,8 +34,8 @@ pub use part::{AddPart, Part, PartCommand, PartEvent, PartState};
 pub use reservation::ReservationEvent;
 pub use technician::{OnboardTechnician, Technician, TechnicianCommand, TechnicianEvent};
 pub use ticket::{
-    CustomerFacts, Decision, DeviceFacts, PartFacts, RaiseTicket, TechnicianFacts, Ticket,
-    TicketCommand, TicketEvent, TicketState, TicketStatus,
+    CustomerFacts, Decision, DeviceFacts, Feedback, PartFacts, PartLine, Quote, RaiseTicket,
+    TechnicianFacts, Ticket, TicketCommand, TicketEvent, TicketState, TicketStatus, WarrantyClaim,
 };
 pub use values::{
     Category, Email, Impact, Money, PaymentMethod, Phone, SerialNumber, Severity, Text,

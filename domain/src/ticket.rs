@@ -319,7 +319,7 @@ fn default_level() -> PriorityLevel {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Ticket(Option<TicketState>);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Quote {
     pub amount: Money,
@@ -327,7 +327,7 @@ pub struct Quote {
     pub decision: Decision,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PartLine {
     pub part_id: PartId,
@@ -335,7 +335,7 @@ pub struct PartLine {
     pub unit_cost: Money,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WarrantyClaim {
     pub device_id: DeviceId,
@@ -344,7 +344,7 @@ pub struct WarrantyClaim {
     pub covered_limit: Option<Money>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Feedback {
     pub rating: u8,
@@ -352,7 +352,7 @@ pub struct Feedback {
 }
 
 /// Everything the ticket's events say, as of its last event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketState {
     pub id: TicketId,
@@ -433,6 +433,11 @@ impl TicketState {
 impl Ticket {
     pub fn state(&self) -> Option<&TicketState> {
         self.0.as_ref()
+    }
+
+    /// The ticket whose events so far produced `state` (read models keep it to evolve it).
+    pub fn from_state(state: TicketState) -> Self {
+        Ticket(Some(state))
     }
 }
 

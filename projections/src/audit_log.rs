@@ -13,6 +13,10 @@ impl Projector for AuditLog {
         "audit_log"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_log"]
+    }
+
     async fn apply(&self, tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
         sqlx::query!(
             "INSERT INTO audit_log (position, stream_id, version, event_id, event_type,

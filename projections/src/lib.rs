@@ -5,10 +5,11 @@
 
 mod audit_log;
 mod runtime;
-mod ticket_queue;
+mod service_desk;
 
 pub use audit_log::AuditLog;
 pub use runtime::{
-    all_projectors, catch_up, checkpoints, run_all, Checkpoint, ProjectionError, Projector,
+    all_projectors, catch_up, checkpoints, projector, rebuild, run_all, Checkpoint, Leases,
+    ProjectionError, Projector,
 };
-pub use ticket_queue::TicketQueue;
+pub use service_desk::ServiceDesk;

@@ -3,13 +3,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use stream_store::{EventStore, RecordedEvent, StoreError};
 use tokio_util::sync::CancellationToken;
 
-/// Most events applied in one transaction.
+/// Most events applied in one transaction while following the log.
 const BATCH: usize = 500;
+/// Events per transaction during a rebuild.
+const REBUILD_BATCH: usize = 5_000;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often a runner without the lease tries to take it, and a holder checks it still has it.
+const LEASE_INTERVAL: Duration = Duration::from_secs(1);
+/// First key of the projection leases' advisory locks (the second is the name's hash).
+const LEASE_CLASS: i32 = 0x4C45_4447;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -18,6 +24,10 @@ pub enum ProjectionError {
         position: i64,
         source: domain::DecodeError,
     },
+    #[error("read model row for the event at position {position} is corrupt: {reason}")]
+    Corrupt { position: i64, reason: String },
+    #[error("unknown projection {0:?}")]
+    Unknown(String),
     #[error("read model database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -27,10 +37,15 @@ pub enum ProjectionError {
 /// Builds one read model from the global log.
 #[async_trait]
 pub trait Projector: Send + Sync + 'static {
-    /// Stable name; the key of its checkpoint.
+    /// Stable name; the key of its checkpoint and lease.
     fn name(&self) -> &'static str;
 
-    /// Applies one event inside the batch's transaction. Must ignore events it does not use.
+    /// The tables this projector alone writes; a rebuild replaces exactly these.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies one event inside the batch's transaction. Must ignore events it does not use,
+    /// name its tables unqualified (a rebuild points `search_path` elsewhere) and read the
+    /// time only from events, so that a rebuild produces the very same rows.
     async fn apply(
         &self,
         tx: &mut PgConnection,
@@ -40,7 +55,15 @@ pub trait Projector: Send + Sync + 'static {
 
 /// Every read model of the ledger.
 pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
-    vec![Arc::new(crate::TicketQueue), Arc::new(crate::AuditLog)]
+    vec![Arc::new(crate::ServiceDesk), Arc::new(crate::AuditLog)]
+}
+
+/// The projector called `name`.
+pub fn projector(name: &str) -> Result<Arc<dyn Projector>, ProjectionError> {
+    all_projectors()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
 }
 
 /// A projection's progress.
@@ -48,13 +71,14 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
 pub struct Checkpoint {
     pub name: String,
     pub position: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The checkpoint of every projection that has one.
 pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, ProjectionError> {
     Ok(sqlx::query_as!(
         Checkpoint,
-        "SELECT name, position FROM projection_checkpoints ORDER BY name"
+        "SELECT name, position, updated_at FROM public.projection_checkpoints ORDER BY name"
     )
     .fetch_all(pool)
     .await?)
@@ -62,13 +86,13 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, ProjectionErr
 
 async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<i64, ProjectionError> {
     sqlx::query!(
-        "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
         name
     )
     .execute(pool)
     .await?;
     Ok(sqlx::query_scalar!(
-        "SELECT position FROM projection_checkpoints WHERE name = $1",
+        "SELECT position FROM public.projection_checkpoints WHERE name = $1",
         name
     )
     .fetch_one(pool)
@@ -82,8 +106,8 @@ enum BatchOutcome {
 }
 
 /// Applies `events` (all after `from`) and moves the checkpoint, in one transaction. The
-/// checkpoint row is locked and compared first, so two runners of one projection can never
-/// both apply the same event.
+/// checkpoint row is locked and compared first, so two runners of one projection (or a runner
+/// and a rebuild) can never both apply the same event.
 async fn apply_batch(
     pool: &PgPool,
     projector: &dyn Projector,
@@ -95,7 +119,7 @@ async fn apply_batch(
     };
     let mut tx = pool.begin().await?;
     let current = sqlx::query_scalar!(
-        "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
         projector.name()
     )
     .fetch_one(&mut *tx)
@@ -107,7 +131,7 @@ async fn apply_batch(
         projector.apply(&mut tx, event).await?;
     }
     sqlx::query!(
-        "UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+        "UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
         projector.name(),
         last.position
     )
@@ -141,19 +165,60 @@ pub async fn catch_up(
     }
 }
 
-/// Runs every projector until `shutdown` is cancelled: catch up, then follow live appends.
+/// Which projections this process runs right now (it holds their leases).
+#[derive(Clone, Default)]
+pub struct Leases(Arc<std::sync::Mutex<std::collections::BTreeSet<&'static str>>>);
+
+impl Leases {
+    pub fn held(&self) -> Vec<&'static str> {
+        self.0
+            .lock()
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn set(&self, name: &'static str, held: bool) {
+        if let Ok(mut set) = self.0.lock() {
+            if held {
+                set.insert(name);
+            } else {
+                set.remove(name);
+            }
+        }
+    }
+}
+
+/// Runs every projector until `shutdown` is cancelled. Each projection runs in one process at a
+/// time: the one that holds its lease (a session advisory lock); the others wait and take over
+/// within about a second when the holder's session ends.
 pub async fn run_all(
     store: Arc<dyn EventStore>,
     pool: PgPool,
     projectors: Vec<Arc<dyn Projector>>,
+    leases: Leases,
     shutdown: CancellationToken,
 ) {
     let tasks: Vec<_> = projectors
         .into_iter()
-        .map(|p| tokio::spawn(run_one(store.clone(), pool.clone(), p, shutdown.clone())))
+        .map(|p| {
+            tokio::spawn(run_one(
+                store.clone(),
+                pool.clone(),
+                p,
+                leases.clone(),
+                shutdown.clone(),
+            ))
+        })
         .collect();
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+async fn pause(shutdown: &CancellationToken, d: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(d) => {}
     }
 }
 
@@ -161,19 +226,69 @@ async fn run_one(
     store: Arc<dyn EventStore>,
     pool: PgPool,
     projector: Arc<dyn Projector>,
+    leases: Leases,
     shutdown: CancellationToken,
 ) {
     let name = projector.name();
     while !shutdown.is_cancelled() {
-        if let Err(e) = follow(&*store, &pool, &*projector, &shutdown).await {
-            tracing::warn!(projection = name, error = %e, "projection stopped; retrying");
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(RETRY_AFTER) => {}
+        let mut lease = match take_lease(&pool, name).await {
+            Ok(Some(conn)) => conn,
+            Ok(None) => {
+                pause(&shutdown, LEASE_INTERVAL).await;
+                continue;
             }
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "cannot ask for the lease");
+                pause(&shutdown, RETRY_AFTER).await;
+                continue;
+            }
+        };
+        tracing::info!(projection = name, "running projection (lease taken)");
+        leases.set(name, true);
+        let outcome = tokio::select! {
+            r = follow(&*store, &pool, &*projector, &shutdown) => r,
+            () = lease_lost(&mut lease) => {
+                tracing::warn!(projection = name, "lease lost; stopping this runner");
+                Ok(())
+            }
+        };
+        leases.set(name, false);
+        // Ending the session releases the lease for another process.
+        let _ = lease.close().await;
+        if let Err(e) = outcome {
+            tracing::warn!(projection = name, error = %e, "projection stopped; retrying");
+            pause(&shutdown, RETRY_AFTER).await;
         }
     }
     tracing::debug!(projection = name, "projection stopped");
+}
+
+/// A dedicated session holding the projection's lease, or `None` if another process holds it.
+async fn take_lease(pool: &PgPool, name: &str) -> Result<Option<PgConnection>, sqlx::Error> {
+    let mut conn = pool.acquire().await?.detach();
+    let taken = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_lock($1, hashtext($2)) AS "taken!""#,
+        LEASE_CLASS,
+        name
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    if taken {
+        Ok(Some(conn))
+    } else {
+        let _ = conn.close().await;
+        Ok(None)
+    }
+}
+
+/// Returns when the lease's session stops answering.
+async fn lease_lost(lease: &mut PgConnection) {
+    loop {
+        tokio::time::sleep(LEASE_INTERVAL).await;
+        if lease.ping().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Follows the log from the stored checkpoint until shutdown or the first error.
@@ -192,17 +307,10 @@ async fn follow(
         };
         let Some(chunk) = chunk else { return Ok(()) };
         let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let span = tracing::debug_span!(
-            "projection batch",
-            projection = projector.name(),
-            from = position,
-            events = events.len()
-        );
-        let _guard = span.enter();
         match apply_batch(pool, projector, position, &events).await? {
             BatchOutcome::Applied(p) => position = p,
             BatchOutcome::Moved(p) => {
-                // Another runner got ahead: re-subscribe from its checkpoint.
+                // A rebuild (or another runner) moved it: re-subscribe from there.
                 tracing::info!(
                     projection = projector.name(),
                     checkpoint = p,
@@ -213,4 +321,104 @@ async fn follow(
             }
         }
     }
+}
+
+/// Rebuilds a projection from the whole log into fresh tables, then swaps them in.
+///
+/// The new tables are built in a schema of their own (`rebuild_{name}`) while the live ones
+/// keep answering queries; the swap (drop the live tables, move the new ones in, set the
+/// checkpoint) is one transaction, taken under the checkpoint's row lock so the live runner
+/// pauses for it and then resumes from the new checkpoint. `progress(done, head)` is called
+/// after each batch.
+pub async fn rebuild(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    projector: &dyn Projector,
+    progress: &(dyn Fn(i64, i64) + Send + Sync),
+) -> Result<i64, ProjectionError> {
+    let name = projector.name();
+    let shadow = format!("rebuild_{name}");
+    // Identifiers cannot be bound; these come from our own constants.
+    let mut conn = pool.acquire().await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {shadow}"))
+        .execute(&mut *conn)
+        .await?;
+    for table in projector.tables() {
+        sqlx::query(&format!(
+            "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    drop(conn);
+    load_checkpoint(pool, name).await?;
+
+    let head = store.head().await?;
+    let mut position = 0;
+    loop {
+        let events = store.read_all(position, REBUILD_BATCH).await?;
+        let Some(last) = events.last() else { break };
+        let last = last.position;
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
+            .execute(&mut *tx)
+            .await?;
+        for event in &events {
+            projector.apply(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        position = last;
+        progress(position, head.max(position));
+        if position >= head {
+            break;
+        }
+    }
+
+    let mut tx = pool.begin().await?;
+    sqlx::query_scalar!(
+        "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
+        name
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
+        .execute(&mut *tx)
+        .await?;
+    // Whatever was appended meanwhile, up to the head as seen under the lock.
+    loop {
+        let events = store.read_all(position, REBUILD_BATCH).await?;
+        let Some(last) = events.last() else { break };
+        let last = last.position;
+        for event in &events {
+            projector.apply(&mut tx, event).await?;
+        }
+        position = last;
+    }
+    sqlx::query("SET LOCAL search_path TO public")
+        .execute(&mut *tx)
+        .await?;
+    for table in projector.tables() {
+        sqlx::query(&format!("DROP TABLE public.{table}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {shadow}.{table} SET SCHEMA public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!("DROP SCHEMA {shadow}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+        name,
+        position
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    progress(position, position);
+    Ok(position)
 }

@@ -66,6 +66,9 @@ impl Projector for FailsAt {
     fn name(&self) -> &'static str {
         "audit_log"
     }
+    fn tables(&self) -> &'static [&'static str] {
+        AuditLog.tables()
+    }
     async fn apply(
         &self,
         tx: &mut sqlx::PgConnection,

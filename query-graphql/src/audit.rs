@@ -1,0 +1,164 @@
+//! The audit log, and the projections' progress.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use stream_store::EventStore;
+use uuid::Uuid;
+
+use crate::error::gql;
+use crate::tickets::Actor;
+use crate::types::{page, window, Page};
+
+/// Filters for the audit log; all optional, combined with AND.
+#[derive(InputObject, Default)]
+pub struct AuditFilter {
+    pub actor_id: Option<String>,
+    pub stream_id: Option<String>,
+    #[graphql(name = "type")]
+    pub event_type: Option<String>,
+    pub correlation_id: Option<ID>,
+    /// Recorded at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One event of the global log, as the audit log read model holds it.
+#[derive(SimpleObject)]
+pub struct AuditEntry {
+    pub position: i64,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_id: ID,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    pub actor: Actor,
+    pub command_id: ID,
+    pub correlation_id: ID,
+    pub causation_id: ID,
+    pub recorded_at: DateTime<Utc>,
+    pub data: Json<serde_json::Value>,
+}
+
+/// How far a projection has got.
+#[derive(SimpleObject)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub checkpoint: i64,
+    /// Position of the last event in the store.
+    pub head: i64,
+    /// Events not yet applied.
+    pub lag: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct AuditQueries;
+
+#[Object]
+impl AuditQueries {
+    /// Every event of the store, oldest first, filtered.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AuditFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Page<AuditEntry>> {
+        let pool = ctx.data::<PgPool>()?;
+        let f = filter.unwrap_or_default();
+        let (offset, limit) = window(first, after)?;
+        let correlation = f
+            .correlation_id
+            .as_ref()
+            .map(crate::tickets::parse_id)
+            .transpose()?;
+        let rows = sqlx::query!(
+            "SELECT position, stream_id, version, event_id, event_type, schema_version,
+                    actor_id, actor_role, command_id, correlation_id, causation_id,
+                    recorded_at, data
+             FROM audit_log
+             WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)
+               AND ($3::text IS NULL OR event_type = $3) AND ($4::uuid IS NULL OR correlation_id = $4)
+               AND ($5::timestamptz IS NULL OR recorded_at >= $5)
+               AND ($6::timestamptz IS NULL OR recorded_at < $6)
+             ORDER BY position LIMIT $7 OFFSET $8",
+            f.actor_id,
+            f.stream_id,
+            f.event_type,
+            correlation,
+            f.from,
+            f.to,
+            limit + 1,
+            offset
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(gql)?;
+        let total = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "count!" FROM audit_log
+               WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)
+                 AND ($3::text IS NULL OR event_type = $3) AND ($4::uuid IS NULL OR correlation_id = $4)
+                 AND ($5::timestamptz IS NULL OR recorded_at >= $5)
+                 AND ($6::timestamptz IS NULL OR recorded_at < $6)"#,
+            f.actor_id,
+            f.stream_id,
+            f.event_type,
+            correlation,
+            f.from,
+            f.to
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(gql)?;
+        let id = |u: Uuid| ID(u.to_string());
+        let entries = rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                position: r.position,
+                stream_id: r.stream_id,
+                version: r.version,
+                event_id: id(r.event_id),
+                event_type: r.event_type,
+                schema_version: r.schema_version,
+                actor: Actor {
+                    id: r.actor_id,
+                    role: r.actor_role,
+                },
+                command_id: id(r.command_id),
+                correlation_id: id(r.correlation_id),
+                causation_id: id(r.causation_id),
+                recorded_at: r.recorded_at,
+                data: Json(r.data),
+            })
+            .collect();
+        Ok(page(entries, offset, limit, total))
+    }
+
+    /// Each projection's checkpoint, the store's head and the lag between them.
+    async fn projection_status(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
+        let pool = ctx.data::<PgPool>()?;
+        let store = ctx.data::<Arc<dyn EventStore>>()?;
+        let head = store.head().await.map_err(gql)?;
+        let rows = sqlx::query!(
+            "SELECT name, position, updated_at FROM projection_checkpoints ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(gql)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ProjectionStatus {
+                name: r.name,
+                checkpoint: r.position,
+                head,
+                lag: head - r.position,
+                updated_at: r.updated_at,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,742 @@
+//! Tickets: queues ordered by the current priority, filters, details, history.
+
+use std::sync::Arc;
+
+use async_graphql::{ComplexObject, Context, InputObject, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use stream_store::{read_full_stream, EventStore, RecordedEvent, StreamId};
+use uuid::Uuid;
+
+use crate::error::{gql, QueryError};
+use crate::types::{
+    page, window, CustomerTier, Decision, Money, NoteVisibility, Page, PriorityLevel, Severity,
+    TicketCategory, TicketStatus,
+};
+use crate::Settings;
+
+pub fn parse_id(id: &ID) -> Result<Uuid> {
+    Uuid::parse_str(id.as_str()).map_err(|_| {
+        gql(QueryError::BadInput(format!(
+            "{:?} is not a valid id",
+            id.as_str()
+        )))
+    })
+}
+
+/// Filters for ticket lists; all optional, combined with AND.
+#[derive(InputObject, Default, Clone)]
+pub struct TicketFilter {
+    pub status: Option<Vec<TicketStatus>>,
+    pub category: Option<TicketCategory>,
+    pub priority_level: Option<PriorityLevel>,
+    pub customer_id: Option<ID>,
+    pub assignee_id: Option<ID>,
+    /// true: only tickets nobody is assigned to; false: only assigned ones.
+    pub unassigned: Option<bool>,
+    /// Only tickets past (true) or within (false) their SLA due time, open or in progress.
+    pub overdue: Option<bool>,
+    /// Raised at or after.
+    pub raised_from: Option<DateTime<Utc>>,
+    /// Raised before.
+    pub raised_to: Option<DateTime<Utc>>,
+    /// Case-insensitive text in the number, the subject or the customer's name.
+    pub search: Option<String>,
+}
+
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Default)]
+pub enum TicketOrder {
+    /// Oldest first.
+    #[default]
+    RaisedAt,
+    /// Highest current priority score first (it ages up while a ticket waits), then oldest.
+    Priority,
+}
+
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Ticket {
+    pub id: ID,
+    pub number: String,
+    pub status: TicketStatus,
+    pub category: TicketCategory,
+    pub subject: String,
+    pub description: String,
+    pub severity: Severity,
+    pub impact: i32,
+    pub customer: PartyRef,
+    pub customer_tier: CustomerTier,
+    pub assignee: Option<PartyRef>,
+    #[graphql(skip)]
+    pub device_id: Option<Uuid>,
+    /// The priority now: it ages up while the ticket waits.
+    pub priority: Priority,
+    /// The priority engine's assessment when the ticket was raised.
+    pub priority_at_raise: Priority,
+    /// When the SLA of the level it was raised at runs out.
+    pub due_at: DateTime<Utc>,
+    /// Open or in progress and past `dueAt`.
+    pub overdue: bool,
+    pub quote: Option<Quote>,
+    pub final_cost: Option<Money>,
+    pub repair_summary: Option<String>,
+    pub parts_cost: Money,
+    pub bill: Money,
+    pub paid: Money,
+    /// What an approved warranty claim covers.
+    pub covered: Money,
+    pub balance: Money,
+    pub warranty_claim: Option<WarrantyClaim>,
+    pub feedback: Option<Feedback>,
+    pub resolution: Option<String>,
+    pub note_count: i32,
+    /// Version of the ticket's stream this row reflects.
+    pub version: i64,
+    pub raised_at: DateTime<Utc>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub reopened_at: Option<DateTime<Utc>>,
+    /// When the balance last reached zero.
+    pub settled_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct PartyRef {
+    pub id: ID,
+    pub name: String,
+}
+
+#[derive(SimpleObject, Clone, Copy)]
+pub struct Priority {
+    pub score: i32,
+    pub level: PriorityLevel,
+}
+
+#[derive(SimpleObject)]
+pub struct Quote {
+    pub amount: Money,
+    pub description: String,
+    pub decision: Decision,
+    /// The latest approved amount (the bill until the repair is complete).
+    pub approved_amount: Option<Money>,
+}
+
+#[derive(SimpleObject)]
+pub struct WarrantyClaim {
+    pub decision: Decision,
+    pub reason: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct Feedback {
+    pub rating: i32,
+    pub comment: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct Note {
+    pub id: ID,
+    pub text: String,
+    pub visibility: NoteVisibility,
+    pub author_id: String,
+    pub added_at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject)]
+pub struct PartUse {
+    pub part: PartyRef,
+    pub quantity: i32,
+    pub unit_cost: Money,
+    pub total: Money,
+    pub used_at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject)]
+pub struct Payment {
+    pub id: ID,
+    pub amount: Money,
+    /// cash, card, bank_transfer, upi or other.
+    pub method: String,
+    pub paid_at: DateTime<Utc>,
+}
+
+/// One row of the `tickets` read model with the names and the priority computed now.
+pub(crate) struct TicketRow {
+    ticket_id: Uuid,
+    number: String,
+    status: String,
+    category: String,
+    subject: String,
+    description: String,
+    severity: String,
+    impact: i16,
+    customer_id: Uuid,
+    customer_name: String,
+    customer_tier: String,
+    device_id: Option<Uuid>,
+    assignee_id: Option<Uuid>,
+    assignee_name: Option<String>,
+    priority_score_at_raise: i32,
+    priority_level_at_raise: String,
+    score: i32,
+    level: String,
+    due_at: DateTime<Utc>,
+    notes: i32,
+    quote_amount: Option<i64>,
+    quote_description: Option<String>,
+    quote_decision: Option<String>,
+    approved_quote: Option<i64>,
+    final_cost: Option<i64>,
+    repair_summary: Option<String>,
+    parts_cost: i64,
+    paid: i64,
+    bill: i64,
+    covered: i64,
+    balance: i64,
+    claim_decision: Option<String>,
+    claim_reason: Option<String>,
+    rating: Option<i16>,
+    feedback_comment: Option<String>,
+    resolution: Option<String>,
+    version: i64,
+    raised_at: DateTime<Utc>,
+    assigned_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    reopened_at: Option<DateTime<Utc>>,
+    settled_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<TicketRow> for Ticket {
+    fn from(r: TicketRow) -> Self {
+        let active = r.status == "open" || r.status == "in_progress";
+        Ticket {
+            id: ID(r.ticket_id.to_string()),
+            number: r.number,
+            status: TicketStatus::from_db(&r.status),
+            category: TicketCategory::from_db(&r.category),
+            subject: r.subject,
+            description: r.description,
+            severity: Severity::from_db(&r.severity),
+            impact: i32::from(r.impact),
+            customer: PartyRef {
+                id: ID(r.customer_id.to_string()),
+                name: r.customer_name,
+            },
+            customer_tier: CustomerTier::from_db(&r.customer_tier),
+            assignee: r.assignee_id.map(|id| PartyRef {
+                id: ID(id.to_string()),
+                name: r.assignee_name.unwrap_or_default(),
+            }),
+            device_id: r.device_id,
+            priority: Priority {
+                score: r.score,
+                level: PriorityLevel::from_db(&r.level),
+            },
+            priority_at_raise: Priority {
+                score: r.priority_score_at_raise,
+                level: PriorityLevel::from_db(&r.priority_level_at_raise),
+            },
+            overdue: active && r.due_at < Utc::now(),
+            due_at: r.due_at,
+            quote: r.quote_amount.map(|amount| Quote {
+                amount: Money(amount),
+                description: r.quote_description.unwrap_or_default(),
+                decision: Decision::from_db(r.quote_decision.as_deref().unwrap_or("pending")),
+                approved_amount: r.approved_quote.map(Money),
+            }),
+            final_cost: r.final_cost.map(Money),
+            repair_summary: r.repair_summary,
+            parts_cost: Money(r.parts_cost),
+            bill: Money(r.bill),
+            paid: Money(r.paid),
+            covered: Money(r.covered),
+            balance: Money(r.balance),
+            warranty_claim: r.claim_decision.map(|d| WarrantyClaim {
+                decision: Decision::from_db(&d),
+                reason: r.claim_reason,
+            }),
+            feedback: r.rating.map(|rating| Feedback {
+                rating: i32::from(rating),
+                comment: r.feedback_comment,
+            }),
+            resolution: r.resolution,
+            note_count: r.notes,
+            version: r.version,
+            raised_at: r.raised_at,
+            assigned_at: r.assigned_at,
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            resolved_at: r.resolved_at,
+            closed_at: r.closed_at,
+            cancelled_at: r.cancelled_at,
+            reopened_at: r.reopened_at,
+            settled_at: r.settled_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Ticket {
+    /// Notes, oldest first.
+    async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
+        let pool = ctx.data::<PgPool>()?;
+        let id = parse_id(&self.id)?;
+        let rows = sqlx::query!(
+            "SELECT note_id, text, visibility, actor_id, added_at FROM ticket_notes
+             WHERE ticket_id = $1 ORDER BY position",
+            id
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(gql)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Note {
+                id: ID(r.note_id.to_string()),
+                text: r.text,
+                visibility: if r.visibility == "internal" {
+                    NoteVisibility::Internal
+                } else {
+                    NoteVisibility::Public
+                },
+                author_id: r.actor_id,
+                added_at: r.added_at,
+            })
+            .collect())
+    }
+
+    /// Spare parts used, in order.
+    async fn parts(&self, ctx: &Context<'_>) -> Result<Vec<PartUse>> {
+        let pool = ctx.data::<PgPool>()?;
+        let id = parse_id(&self.id)?;
+        let rows = sqlx::query!(
+            r#"SELECT u.part_id, COALESCE(p.name, '') AS "name!", u.quantity, u.unit_cost, u.used_at
+               FROM ticket_parts u LEFT JOIN parts p USING (part_id)
+               WHERE u.ticket_id = $1 ORDER BY u.position"#,
+            id
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(gql)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PartUse {
+                part: PartyRef {
+                    id: ID(r.part_id.to_string()),
+                    name: r.name,
+                },
+                quantity: r.quantity,
+                unit_cost: Money(r.unit_cost),
+                total: Money(r.unit_cost.saturating_mul(i64::from(r.quantity))),
+                used_at: r.used_at,
+            })
+            .collect())
+    }
+
+    /// Payments, in order.
+    async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
+        let pool = ctx.data::<PgPool>()?;
+        let id = parse_id(&self.id)?;
+        let rows = sqlx::query!(
+            "SELECT payment_id, amount, method, paid_at FROM ticket_payments
+             WHERE ticket_id = $1 ORDER BY position",
+            id
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(gql)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Payment {
+                id: ID(r.payment_id.to_string()),
+                amount: Money(r.amount),
+                method: r.method,
+                paid_at: r.paid_at,
+            })
+            .collect())
+    }
+
+    /// The device the ticket is about, if any.
+    async fn device(&self, ctx: &Context<'_>) -> Result<Option<crate::devices::Device>> {
+        match self.device_id {
+            Some(id) => crate::devices::device_by_id(ctx, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Every event of the ticket's stream, read from the store (not from a read model).
+    async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEvent>> {
+        let store = ctx.data::<Arc<dyn EventStore>>()?;
+        let id = parse_id(&self.id)?;
+        let stream = StreamId::for_aggregate("ticket", id);
+        let events = read_full_stream(&**store, &stream).await.map_err(gql)?;
+        Ok(events.into_iter().map(HistoryEvent).collect())
+    }
+}
+
+/// Who caused an event.
+#[derive(SimpleObject)]
+pub struct Actor {
+    pub id: String,
+    pub role: String,
+}
+
+/// One event of a stream, with its metadata.
+pub struct HistoryEvent(pub RecordedEvent);
+
+#[Object]
+impl HistoryEvent {
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    async fn position(&self) -> i64 {
+        self.0.position
+    }
+    async fn recorded_at(&self) -> DateTime<Utc> {
+        self.0.recorded_at
+    }
+    async fn actor(&self) -> Actor {
+        Actor {
+            id: self.0.actor.id.clone(),
+            role: self.0.actor.role.clone(),
+        }
+    }
+    async fn data(&self) -> Json<serde_json::Value> {
+        Json(self.0.data.clone())
+    }
+    async fn event_id(&self) -> ID {
+        ID(self.0.event_id.to_string())
+    }
+    async fn schema_version(&self) -> i32 {
+        self.0.schema_version
+    }
+    async fn command_id(&self) -> ID {
+        ID(self.0.command_id.to_string())
+    }
+    async fn correlation_id(&self) -> ID {
+        ID(self.0.correlation_id.to_string())
+    }
+    async fn causation_id(&self) -> ID {
+        ID(self.0.causation_id.to_string())
+    }
+}
+
+/// The parameters of one ticket list query, in SQL's terms.
+struct Query {
+    statuses: Option<Vec<String>>,
+    category: Option<String>,
+    level: Option<String>,
+    customer: Option<Uuid>,
+    assignee: Option<Uuid>,
+    unassigned: Option<bool>,
+    overdue: Option<bool>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    search: Option<String>,
+    by_priority: bool,
+}
+
+fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+impl Query {
+    fn new(filter: TicketFilter, order: TicketOrder) -> Result<Self> {
+        let id = |id: Option<ID>| id.as_ref().map(parse_id).transpose();
+        let search = filter.search.filter(|s| !s.trim().is_empty());
+        if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+            return Err(gql(QueryError::BadInput(
+                "search must be at most 200 characters".into(),
+            )));
+        }
+        Ok(Query {
+            statuses: filter
+                .status
+                .map(|s| s.into_iter().map(|s| s.db().to_owned()).collect()),
+            category: filter.category.map(|c| c.db().to_owned()),
+            level: filter.priority_level.map(|l| l.db().to_owned()),
+            customer: id(filter.customer_id)?,
+            assignee: id(filter.assignee_id)?,
+            unassigned: filter.unassigned,
+            overdue: filter.overdue,
+            from: filter.raised_from,
+            to: filter.raised_to,
+            search: search.map(|s| like_pattern(s.trim())),
+            by_priority: order == TicketOrder::Priority,
+        })
+    }
+}
+
+/// Runs a ticket list query and pages it.
+async fn list(
+    ctx: &Context<'_>,
+    q: Query,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Page<Ticket>> {
+    let pool = ctx.data::<PgPool>()?;
+    let settings = ctx.data::<Settings>()?;
+    let policy = serde_json::to_value(&settings.policy)
+        .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
+    let (offset, limit) = window(first, after)?;
+    let now = Utc::now();
+    let rows = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
+                  t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
+                  t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
+                  t.priority_score_at_raise, t.priority_level_at_raise,
+                  priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) AS "score!",
+                  priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13), $13) AS "level!",
+                  ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $13) AS "due_at!",
+                  t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
+                  t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
+                  t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,
+                  t.resolution, t.version, t.raised_at, t.assigned_at, t.started_at,
+                  t.completed_at, t.resolved_at, t.closed_at, t.cancelled_at, t.reopened_at,
+                  t.settled_at, t.updated_at
+           FROM tickets t
+           LEFT JOIN customers c ON c.customer_id = t.customer_id
+           LEFT JOIN technicians te ON te.technician_id = t.assignee_id
+           WHERE ($1::text[] IS NULL OR t.status = ANY($1))
+             AND ($2::text IS NULL OR t.category = $2)
+             AND ($3::text IS NULL OR priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13), $13) = $3)
+             AND ($4::uuid IS NULL OR t.customer_id = $4)
+             AND ($5::uuid IS NULL OR t.assignee_id = $5)
+             AND ($6::bool IS NULL OR $6 = (t.assignee_id IS NULL))
+             AND ($7::bool IS NULL OR $7 = (t.status IN ('open', 'in_progress')
+                                           AND ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $13) < $12))
+             AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
+             AND ($9::timestamptz IS NULL OR t.raised_at < $9)
+             AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)
+           ORDER BY CASE WHEN $11 THEN priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) ELSE 0 END DESC,
+                    t.raised_position
+           LIMIT $14 OFFSET $15"#,
+        q.statuses.as_deref(),
+        q.category,
+        q.level,
+        q.customer,
+        q.assignee,
+        q.unassigned,
+        q.overdue,
+        q.from,
+        q.to,
+        q.search,
+        q.by_priority,
+        now,
+        policy,
+        limit + 1,
+        offset
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(gql)?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "count!"
+           FROM tickets t LEFT JOIN customers c ON c.customer_id = t.customer_id
+           WHERE ($1::text[] IS NULL OR t.status = ANY($1))
+             AND ($2::text IS NULL OR t.category = $2)
+             AND ($3::text IS NULL OR priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $11, $12), $12) = $3)
+             AND ($4::uuid IS NULL OR t.customer_id = $4)
+             AND ($5::uuid IS NULL OR t.assignee_id = $5)
+             AND ($6::bool IS NULL OR $6 = (t.assignee_id IS NULL))
+             AND ($7::bool IS NULL OR $7 = (t.status IN ('open', 'in_progress')
+                                           AND ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $12) < $11))
+             AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
+             AND ($9::timestamptz IS NULL OR t.raised_at < $9)
+             AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)"#,
+        q.statuses.as_deref(),
+        q.category,
+        q.level,
+        q.customer,
+        q.assignee,
+        q.unassigned,
+        q.overdue,
+        q.from,
+        q.to,
+        q.search,
+        now,
+        policy
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(gql)?;
+    Ok(page(
+        rows.into_iter().map(Ticket::from).collect(),
+        offset,
+        limit,
+        total,
+    ))
+}
+
+const ACTIVE: [TicketStatus; 2] = [TicketStatus::Open, TicketStatus::InProgress];
+
+#[derive(Default)]
+pub struct TicketQueries;
+
+#[Object]
+impl TicketQueries {
+    /// Tickets, filtered; oldest first unless ordered by priority.
+    #[allow(clippy::too_many_arguments)]
+    async fn tickets(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<TicketStatus>,
+        assignee_id: Option<ID>,
+        filter: Option<TicketFilter>,
+        #[graphql(default)] order_by: TicketOrder,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Page<Ticket>> {
+        let mut filter = filter.unwrap_or_default();
+        if let Some(status) = status {
+            filter.status = Some(vec![status]);
+        }
+        if assignee_id.is_some() {
+            filter.assignee_id = assignee_id;
+        }
+        list(ctx, Query::new(filter, order_by)?, first, after).await
+    }
+
+    /// The work queue: open and in-progress tickets by current priority, then age. With
+    /// `technicianId`, that technician's tickets; without, the unassigned ones.
+    async fn ticket_queue(
+        &self,
+        ctx: &Context<'_>,
+        technician_id: Option<ID>,
+        filter: Option<TicketFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Page<Ticket>> {
+        let mut filter = filter.unwrap_or_default();
+        filter.status = Some(filter.status.unwrap_or_else(|| ACTIVE.to_vec()));
+        match technician_id {
+            Some(id) => filter.assignee_id = Some(id),
+            None => filter.unassigned = Some(true),
+        }
+        list(
+            ctx,
+            Query::new(filter, TicketOrder::Priority)?,
+            first,
+            after,
+        )
+        .await
+    }
+
+    /// The ticket a technician should take next: the highest-priority unassigned open one.
+    async fn next_ticket(
+        &self,
+        ctx: &Context<'_>,
+        technician_id: Option<ID>,
+    ) -> Result<Option<Ticket>> {
+        if let Some(id) = &technician_id {
+            parse_id(id)?;
+        }
+        let filter = TicketFilter {
+            status: Some(vec![TicketStatus::Open]),
+            unassigned: Some(true),
+            ..Default::default()
+        };
+        let page = list(
+            ctx,
+            Query::new(filter, TicketOrder::Priority)?,
+            Some(1),
+            None,
+        )
+        .await?;
+        Ok(page.edges.into_iter().next().map(|e| e.node))
+    }
+
+    /// Open and in-progress tickets past their SLA due time, by current priority.
+    async fn overdue_tickets(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Page<Ticket>> {
+        let filter = TicketFilter {
+            status: Some(ACTIVE.to_vec()),
+            overdue: Some(true),
+            ..Default::default()
+        };
+        list(
+            ctx,
+            Query::new(filter, TicketOrder::Priority)?,
+            first,
+            after,
+        )
+        .await
+    }
+
+    /// One ticket by id, or null.
+    async fn ticket(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Ticket>> {
+        let id = parse_id(&id)?;
+        one(ctx, Some(id), None).await
+    }
+
+    /// One ticket by its number (`TKT-YYYYMMDD-XXXXXX`), or null.
+    async fn ticket_by_number(&self, ctx: &Context<'_>, number: String) -> Result<Option<Ticket>> {
+        let number = domain::TicketNumber::parse("number", &number)
+            .map_err(|e| gql(QueryError::BadInput(e.to_string())))?;
+        one(ctx, None, Some(number.as_str().to_owned())).await
+    }
+}
+
+async fn one(
+    ctx: &Context<'_>,
+    id: Option<Uuid>,
+    number: Option<String>,
+) -> Result<Option<Ticket>> {
+    let pool = ctx.data::<PgPool>()?;
+    let settings = ctx.data::<Settings>()?;
+    let policy = serde_json::to_value(&settings.policy)
+        .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
+    let row = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
+                  t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
+                  t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
+                  t.priority_score_at_raise, t.priority_level_at_raise,
+                  priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $3, $4) AS "score!",
+                  priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $3, $4), $4) AS "level!",
+                  ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $4) AS "due_at!",
+                  t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
+                  t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
+                  t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,
+                  t.resolution, t.version, t.raised_at, t.assigned_at, t.started_at,
+                  t.completed_at, t.resolved_at, t.closed_at, t.cancelled_at, t.reopened_at,
+                  t.settled_at, t.updated_at
+           FROM tickets t
+           LEFT JOIN customers c ON c.customer_id = t.customer_id
+           LEFT JOIN technicians te ON te.technician_id = t.assignee_id
+           WHERE ($1::uuid IS NULL OR t.ticket_id = $1) AND ($2::text IS NULL OR t.number = $2)
+           LIMIT 1"#,
+        id,
+        number,
+        Utc::now(),
+        policy
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(gql)?;
+    Ok(row.map(Ticket::from))
+}

@@ -1,0 +1,315 @@
+//! Scalars, enums and paging shared by the schema.
+
+use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::{
+    Enum, InputValueError, InputValueResult, OutputType, Result, Scalar, ScalarType, SimpleObject,
+    Value,
+};
+
+use crate::error::{gql, QueryError};
+
+pub const DEFAULT_PAGE: i64 = 20;
+pub const MAX_PAGE: i64 = 100;
+
+/// An amount of money as a decimal string with two fraction digits (`"150.00"`): the ledger
+/// keeps integer minor units and never a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Money(pub i64);
+
+#[Scalar(name = "Money")]
+impl ScalarType for Money {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        let Value::String(s) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        parse_money(s).ok_or_else(|| InputValueError::custom("expected a decimal like \"150.00\""))
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(format_money(self.0))
+    }
+}
+
+pub fn format_money(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+fn parse_money(s: &str) -> Option<Money> {
+    let (units, cents) = s.split_once('.').unwrap_or((s, "00"));
+    if cents.len() != 2 || units.is_empty() {
+        return None;
+    }
+    let units: i64 = units.parse().ok()?;
+    let cents: i64 = cents.parse().ok()?;
+    units.checked_mul(100)?.checked_add(cents).map(Money)
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfoExtra {
+    /// Number of items matching the filters, over all pages.
+    pub total_count: i64,
+}
+
+pub type Page<T> = Connection<OpaqueCursor<i64>, T, PageInfoExtra>;
+
+/// Offset and size of the requested page (`after` is the cursor of the last item seen).
+pub fn window(first: Option<i32>, after: Option<String>) -> Result<(i64, i64)> {
+    let limit = first.map_or(DEFAULT_PAGE, i64::from);
+    if !(0..=MAX_PAGE).contains(&limit) {
+        return Err(gql(QueryError::BadInput(format!(
+            "first must be between 0 and {MAX_PAGE}"
+        ))));
+    }
+    let offset = match after {
+        None => 0,
+        Some(c) => OpaqueCursor::<i64>::decode_cursor(&c)
+            .map(|c| c.0 + 1)
+            .map_err(|_| {
+                gql(QueryError::BadInput(
+                    "after is not a cursor of this list".into(),
+                ))
+            })?,
+    };
+    if offset < 0 {
+        return Err(gql(QueryError::BadInput(
+            "after is not a cursor of this list".into(),
+        )));
+    }
+    Ok((offset, limit))
+}
+
+/// A page from rows fetched with `LIMIT limit + 1 OFFSET offset`.
+pub fn page<T: OutputType>(rows: Vec<T>, offset: i64, limit: i64, total_count: i64) -> Page<T> {
+    let has_next = rows.len() as i64 > limit;
+    let mut page =
+        Connection::with_additional_fields(offset > 0, has_next, PageInfoExtra { total_count });
+    page.edges.extend(
+        rows.into_iter()
+            .take(usize::try_from(limit).unwrap_or(0))
+            .zip(offset..)
+            .map(|(node, i)| Edge::new(OpaqueCursor(i), node)),
+    );
+    page
+}
+
+/// Where a ticket is in its workflow.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum TicketStatus {
+    Open,
+    InProgress,
+    Resolved,
+    Closed,
+    Cancelled,
+}
+
+impl TicketStatus {
+    pub fn db(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::InProgress => "in_progress",
+            Self::Resolved => "resolved",
+            Self::Closed => "closed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "in_progress" => Self::InProgress,
+            "resolved" => Self::Resolved,
+            "closed" => Self::Closed,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Open,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum TicketCategory {
+    Repair,
+    Warranty,
+    Technical,
+    Billing,
+    Account,
+    General,
+}
+
+impl TicketCategory {
+    pub fn db(self) -> &'static str {
+        match self {
+            Self::Repair => "repair",
+            Self::Warranty => "warranty",
+            Self::Technical => "technical",
+            Self::Billing => "billing",
+            Self::Account => "account",
+            Self::General => "general",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "repair" => Self::Repair,
+            "warranty" => Self::Warranty,
+            "technical" => Self::Technical,
+            "billing" => Self::Billing,
+            "account" => Self::Account,
+            _ => Self::General,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Severity {
+    Critical,
+    Major,
+    Minor,
+}
+
+impl Severity {
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "critical" => Self::Critical,
+            "major" => Self::Major,
+            _ => Self::Minor,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CustomerTier {
+    Free,
+    Paid,
+    Enterprise,
+}
+
+impl CustomerTier {
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "enterprise" => Self::Enterprise,
+            "paid" => Self::Paid,
+            _ => Self::Free,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PriorityLevel {
+    P0,
+    P1,
+    P2,
+    P3,
+}
+
+impl PriorityLevel {
+    pub fn db(self) -> &'static str {
+        match self {
+            Self::P0 => "P0",
+            Self::P1 => "P1",
+            Self::P2 => "P2",
+            Self::P3 => "P3",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "P0" => Self::P0,
+            "P1" => Self::P1,
+            "P2" => Self::P2,
+            _ => Self::P3,
+        }
+    }
+}
+
+/// A decision on a quote or a warranty claim.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Decision {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl Decision {
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "approved" => Self::Approved,
+            "rejected" => Self::Rejected,
+            _ => Self::Pending,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum NoteVisibility {
+    Public,
+    Internal,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum WarrantyStatus {
+    Active,
+    ExpiringSoon,
+    Expired,
+}
+
+impl WarrantyStatus {
+    pub fn db(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::ExpiringSoon => "EXPIRING_SOON",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// Where a device is in the service center's flow.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ServiceStatus {
+    Registered,
+    CheckedIn,
+    InRepair,
+    ReadyForDelivery,
+    Delivered,
+    Closed,
+}
+
+impl ServiceStatus {
+    pub fn db(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::CheckedIn => "checked_in",
+            Self::InRepair => "in_repair",
+            Self::ReadyForDelivery => "ready_for_delivery",
+            Self::Delivered => "delivered",
+            Self::Closed => "closed",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "checked_in" => Self::CheckedIn,
+            "in_repair" => Self::InRepair,
+            "ready_for_delivery" => Self::ReadyForDelivery,
+            "delivered" => Self::Delivered,
+            "closed" => Self::Closed,
+            _ => Self::Registered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_round_trips_as_a_decimal_string() {
+        assert_eq!(format_money(15000), "150.00");
+        assert_eq!(format_money(5), "0.05");
+        assert_eq!(format_money(-250), "-2.50");
+        assert_eq!(parse_money("150.00"), Some(Money(15000)));
+        assert_eq!(parse_money("150"), Some(Money(15000)));
+        assert_eq!(parse_money("1.5"), None);
+        assert_eq!(parse_money("abc"), None);
+    }
+}
