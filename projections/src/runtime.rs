@@ -326,7 +326,7 @@ async fn follow(
 /// Rebuilds a projection from the whole log into fresh tables, then swaps them in.
 ///
 /// The new tables are built in a schema of their own (`rebuild_{name}`) while the live ones
-/// keep answering queries; the swap (drop the live tables, move the new ones in, set the
+/// keep answering queries; the swap (replace the live rows with the new ones, set the
 /// checkpoint) is one transaction, taken under the checkpoint's row lock so the live runner
 /// pauses for it and then resumes from the new checkpoint. `progress(done, head)` is called
 /// after each batch.
@@ -400,15 +400,20 @@ pub async fn rebuild(
     sqlx::query("SET LOCAL search_path TO public")
         .execute(&mut *tx)
         .await?;
+    // Rows are copied rather than tables swapped: DELETE and INSERT take no lock a reader
+    // waits on (dropping tables would, and could deadlock with queries joining them), and
+    // readers see the old rows until this transaction commits, then the new ones.
     for table in projector.tables() {
-        sqlx::query(&format!("DROP TABLE public.{table}"))
+        sqlx::query(&format!("DELETE FROM public.{table}"))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!("ALTER TABLE {shadow}.{table} SET SCHEMA public"))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO public.{table} SELECT * FROM {shadow}.{table}"
+        ))
+        .execute(&mut *tx)
+        .await?;
     }
-    sqlx::query(&format!("DROP SCHEMA {shadow}"))
+    sqlx::query(&format!("DROP SCHEMA {shadow} CASCADE"))
         .execute(&mut *tx)
         .await?;
     sqlx::query!(

@@ -5,6 +5,7 @@ mod e2e;
 mod embedded;
 mod harness;
 mod projections;
+mod read_models;
 mod store;
 mod stress;
 mod workflows;

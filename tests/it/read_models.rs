@@ -1,0 +1,717 @@
+//! Read models against the events that made them: a scripted day of a service center, then
+//! rebuilds, a projector killed mid-stream, and a takeover between two processes.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as Days, Utc};
+use domain::priority::PriorityPolicy;
+use domain::{replay, EventPayload, Ticket, TicketEvent, TicketState};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use stream_store::{read_full_stream, EventStore, PgEventStore, StreamId};
+
+use crate::e2e::Api;
+use crate::harness::{eventually, fresh_database, LedgerProcess};
+
+const READ_MODEL_TABLES: &[&str] = &[
+    "customers",
+    "technicians",
+    "parts",
+    "devices",
+    "device_visit_tickets",
+    "tickets",
+    "ticket_notes",
+    "ticket_parts",
+    "ticket_payments",
+    "audit_log",
+];
+
+/// Every read-model table as canonical JSON text, rows in a stable order.
+async fn dump(pool: &PgPool) -> HashMap<&'static str, String> {
+    let mut out = HashMap::new();
+    for table in READ_MODEL_TABLES {
+        let text: String = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(json_agg(t ORDER BY t::text), '[]')::text FROM {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        out.insert(*table, text);
+    }
+    out
+}
+
+async fn caught_up(api: &Api) {
+    eventually(
+        Duration::from_secs(30),
+        "projections to catch up",
+        || async {
+            let health: Value = reqwest::get(format!("{}/health", api.base))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let lagging = health["projections"]
+                .as_array()?
+                .iter()
+                .any(|p| p["lag"] != 0);
+            (health["projections"].as_array()?.len() == 2 && !lagging).then_some(())
+        },
+    )
+    .await;
+}
+
+fn ledger_command(args: &[&str], url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run ledger")
+}
+
+fn date(days: i64) -> String {
+    (Utc::now().date_naive() + Days::days(days)).to_string()
+}
+
+struct Day {
+    technicians: Vec<String>,
+    tickets: Vec<String>,
+    devices: Vec<(String, &'static str)>,
+}
+
+async fn ok(api: &Api, name: &str, body: Value) -> Value {
+    let (status, answer) = api.command(name, body).await;
+    assert!(status == 200 || status == 201, "{name}: {status} {answer}");
+    answer["events"][0]["data"].clone()
+}
+
+/// A day at the service center: staff, customers of every tier, devices with active,
+/// expiring and expired warranties, and tickets in every state, with money.
+async fn scripted_day(api: &Api) -> Day {
+    let mut technicians = Vec::new();
+    for (i, name) in ["Ravi", "Mei", "Joao"].iter().enumerate() {
+        let t = ok(
+            api,
+            "OnboardTechnician",
+            json!({ "name": name, "email": format!("tech{i}@example.com") }),
+        )
+        .await;
+        technicians.push(t["technicianId"].as_str().unwrap().to_owned());
+    }
+    let mut customers = Vec::new();
+    for (i, tier) in ["free", "paid", "enterprise", "paid", "free"]
+        .iter()
+        .enumerate()
+    {
+        let c = ok(api, "RegisterCustomer", json!({ "name": format!("Customer {i}"), "email": format!("c{i}@example.com"), "tier": tier })).await;
+        customers.push(c["customerId"].as_str().unwrap().to_owned());
+    }
+    // (purchase days ago, warranty months, expected status)
+    let plans: [(i64, i64, &str); 5] = [
+        (30, 12, "ACTIVE"),
+        (350, 12, "EXPIRING_SOON"),
+        (800, 12, "EXPIRED"),
+        (340, 12, "EXPIRING_SOON"),
+        (100, 24, "ACTIVE"),
+    ];
+    let mut devices = Vec::new();
+    for (i, (age, months, expected)) in plans.iter().enumerate() {
+        let d = ok(api, "RegisterDevice", json!({
+            "customerId": customers[i], "name": format!("Device {i}"), "serialNumber": format!("SN-DAY-{i}"),
+            "purchaseDate": date(-age), "warrantyMonths": months
+        })).await;
+        devices.push((d["deviceId"].as_str().unwrap().to_owned(), *expected));
+    }
+    let part = ok(
+        api,
+        "AddPart",
+        json!({ "name": "Battery", "unitCost": 3000, "initialStock": 50 }),
+    )
+    .await["partId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let severities = ["critical", "major", "minor"];
+    let mut tickets = Vec::new();
+    for i in 0..24usize {
+        let customer = &customers[i % customers.len()];
+        let device = (i % 3 == 0).then(|| devices[i % customers.len()].0.clone());
+        let mut body = json!({
+            "customerId": customer, "category": "repair", "subject": format!("Issue {i}"),
+            "description": "Details", "severity": severities[i % 3], "impact": 1 + (i % 5)
+        });
+        if let Some(d) = &device {
+            body["deviceId"] = json!(d);
+        }
+        let t = ok(api, "RaiseTicket", body).await["ticketId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let tech = &technicians[i % technicians.len()];
+        match i % 6 {
+            0 => {} // unassigned
+            1 => {
+                ok(
+                    api,
+                    "AssignTechnician",
+                    json!({ "ticketId": t, "technicianId": tech }),
+                )
+                .await;
+            }
+            2 => {
+                ok(
+                    api,
+                    "AssignTechnician",
+                    json!({ "ticketId": t, "technicianId": tech }),
+                )
+                .await;
+                ok(api, "StartWork", json!({ "ticketId": t })).await;
+                ok(
+                    api,
+                    "AddNote",
+                    json!({ "ticketId": t, "text": "Waiting for parts", "visibility": "internal" }),
+                )
+                .await;
+            }
+            3 | 4 => {
+                ok(
+                    api,
+                    "AssignTechnician",
+                    json!({ "ticketId": t, "technicianId": tech }),
+                )
+                .await;
+                ok(api, "StartWork", json!({ "ticketId": t })).await;
+                ok(api, "QuoteRepair", json!({ "ticketId": t, "amount": 10000 + 100 * i as i64, "description": "Battery" })).await;
+                ok(api, "ApproveQuote", json!({ "ticketId": t })).await;
+                ok(
+                    api,
+                    "UsePart",
+                    json!({ "ticketId": t, "partId": part, "quantity": 1 }),
+                )
+                .await;
+                ok(api, "CompleteRepair", json!({ "ticketId": t, "finalCost": 12000 + 100 * i as i64, "summary": "Done" })).await;
+                ok(
+                    api,
+                    "RecordPayment",
+                    json!({ "ticketId": t, "amount": 5000, "method": "card" }),
+                )
+                .await;
+                ok(
+                    api,
+                    "ResolveTicket",
+                    json!({ "ticketId": t, "resolution": "Fixed" }),
+                )
+                .await;
+                if i % 6 == 4 {
+                    ok(
+                        api,
+                        "RecordPayment",
+                        json!({ "ticketId": t, "amount": 7000 + 100 * i as i64, "method": "cash" }),
+                    )
+                    .await;
+                    ok(api, "CloseTicket", json!({ "ticketId": t })).await;
+                    ok(
+                        api,
+                        "SubmitFeedback",
+                        json!({ "ticketId": t, "rating": 1 + (i % 5) as i64 }),
+                    )
+                    .await;
+                }
+            }
+            _ => {
+                ok(
+                    api,
+                    "CancelTicket",
+                    json!({ "ticketId": t, "reason": "Duplicate" }),
+                )
+                .await;
+            }
+        }
+        tickets.push(t);
+    }
+    // One device through the whole board.
+    let d0 = &devices[0].0;
+    ok(api, "CheckInDevice", json!({ "deviceId": d0, "condition": "ok", "reportedIssue": "x", "expectedDeliveryDate": date(2) })).await;
+    ok(api, "MarkReadyForDelivery", json!({ "deviceId": d0 })).await;
+    Day {
+        technicians,
+        tickets,
+        devices,
+    }
+}
+
+async fn ticket_states(
+    store: &dyn EventStore,
+    tickets: &[String],
+) -> Vec<(TicketState, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    for t in tickets {
+        let events = read_full_stream(store, &StreamId::new(format!("ticket-{t}")).unwrap())
+            .await
+            .unwrap();
+        let decoded: Vec<TicketEvent> = events
+            .iter()
+            .filter_map(|e| {
+                TicketEvent::from_stored(&e.event_type, e.schema_version, &e.data).unwrap()
+            })
+            .collect();
+        let state = replay::<Ticket>(&decoded).state().cloned().unwrap();
+        out.push((state, events[0].recorded_at));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_answer_what_the_events_say_and_rebuild_identically() {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let api = Api::new(&ledger.base_url);
+    let day = scripted_day(&api).await;
+    caught_up(&api).await;
+
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PgEventStore::new(pool.clone());
+    let states = ticket_states(&store, &day.tickets).await;
+    let policy = PriorityPolicy::default();
+    let now = Utc::now();
+
+    // Unassigned queue: by current score, then age.
+    let mut expected: Vec<_> = states
+        .iter()
+        .filter(|(s, _)| s.assignee.is_none() && s.status == domain::TicketStatus::Open)
+        .collect();
+    expected.sort_by_key(|(s, _)| {
+        (
+            std::cmp::Reverse(policy.score(
+                domain::priority::PriorityInputs {
+                    severity: s.severity,
+                    tier: s.customer_tier,
+                    impact: s.impact,
+                    raised_at: s.raised_at,
+                },
+                now,
+            )),
+            s.raised_at,
+        )
+    });
+    let queue = api.graphql("{ ticketQueue(first: 100) { totalCount edges { node { id priority { score level } } } } }", json!({})).await;
+    let got: Vec<String> = queue["data"]["ticketQueue"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        got,
+        expected
+            .iter()
+            .map(|(s, _)| s.id.to_string())
+            .collect::<Vec<_>>(),
+        "{queue}"
+    );
+    let next = api.graphql("{ nextTicket { id } }", json!({})).await;
+    assert_eq!(next["data"]["nextTicket"]["id"], got[0].as_str());
+
+    // Balances, bills and statuses per ticket.
+    for (s, _) in &states {
+        let t = api.graphql("query($id: ID!) { ticket(id: $id) { status bill paid balance covered notes { text } parts { quantity } payments { amount } } }", json!({ "id": s.id.to_string() })).await;
+        let t = &t["data"]["ticket"];
+        let money =
+            |m: domain::Money| format!("{}.{:02}", m.minor_units() / 100, m.minor_units() % 100);
+        assert_eq!(t["bill"], money(s.bill()));
+        assert_eq!(t["paid"], money(s.paid));
+        assert_eq!(t["balance"], money(s.balance()));
+        assert_eq!(
+            t["status"].as_str().unwrap().to_lowercase(),
+            s.status.label()
+        );
+        assert_eq!(t["notes"].as_array().unwrap().len() as u32, s.notes);
+        assert_eq!(t["parts"].as_array().unwrap().len(), s.parts.len());
+    }
+
+    // Warranty statuses, computed against today.
+    for (id, expected) in &day.devices {
+        let d = api
+            .graphql(
+                "query($id: ID!) { device(id: $id) { warranty { status daysRemaining } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(d["data"]["device"]["warranty"]["status"], *expected, "{d}");
+    }
+    let expiring = api
+        .graphql(
+            "{ devicesExpiringWithin(days: 30) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(expiring["data"]["devicesExpiringWithin"]["totalCount"], 2);
+
+    // Technician metrics, computed here from the events.
+    let perf = api.graphql("{ technicianPerformance { technicianId assigned open completed rating_count: ratingCount totalRepairValue averageRating } }", json!({})).await;
+    for tech in &day.technicians {
+        let mine: Vec<_> = states
+            .iter()
+            .filter(|(s, _)| s.assignee.map(|a| a.to_string()).as_deref() == Some(tech.as_str()))
+            .collect();
+        let row = perf["data"]["technicianPerformance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["technicianId"] == tech.as_str())
+            .unwrap();
+        let active = |s: &TicketState| {
+            matches!(
+                s.status,
+                domain::TicketStatus::Open | domain::TicketStatus::InProgress
+            )
+        };
+        let done = |s: &TicketState| {
+            matches!(
+                s.status,
+                domain::TicketStatus::Resolved | domain::TicketStatus::Closed
+            )
+        };
+        assert_eq!(row["assigned"], mine.len());
+        assert_eq!(row["open"], mine.iter().filter(|(s, _)| active(s)).count());
+        assert_eq!(
+            row["completed"],
+            mine.iter().filter(|(s, _)| done(s)).count()
+        );
+        assert_eq!(
+            row["rating_count"],
+            mine.iter().filter(|(s, _)| s.feedback.is_some()).count()
+        );
+        let value: i64 = mine
+            .iter()
+            .filter_map(|(s, _)| s.final_cost)
+            .map(|m| m.minor_units())
+            .sum();
+        assert_eq!(
+            row["totalRepairValue"],
+            format!("{}.{:02}", value / 100, value % 100)
+        );
+    }
+
+    // Reports and their CSV files agree with the events.
+    let dist = api.graphql("{ statusDistribution { status count } kpis { ticketsRaised openTickets unassignedTickets pendingDeliveries } }", json!({})).await;
+    let total: i64 = dist["data"]["statusDistribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, day.tickets.len() as i64);
+    assert_eq!(dist["data"]["kpis"]["ticketsRaised"], day.tickets.len());
+    assert_eq!(dist["data"]["kpis"]["pendingDeliveries"], 1);
+    let csv = reqwest::get(format!("{}/reports/status-distribution.csv", api.base))
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    let csv = csv.text().await.unwrap();
+    assert!(csv.starts_with("status,count\n"), "{csv}");
+    let open_line = format!(
+        "open,{}",
+        states
+            .iter()
+            .filter(|(s, _)| s.status == domain::TicketStatus::Open)
+            .count()
+    );
+    assert!(csv.lines().any(|l| l == open_line), "{csv}");
+    assert_eq!(
+        reqwest::get(format!("{}/reports/nope.csv", api.base))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let board = api
+        .graphql(
+            "{ billingBoard { readyForDelivery } projectionStatus { name lag } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(board["data"]["billingBoard"]["readyForDelivery"], 1);
+    assert!(board["data"]["projectionStatus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["lag"] == 0));
+
+    // Rebuild everything while queries keep being answered: same rows.
+    let before = dump(&pool).await;
+    let querying = {
+        let api = Api::new(&api.base);
+        tokio::spawn(async move {
+            let mut answered = 0;
+            for _ in 0..200 {
+                let r = api.graphql("{ ticketQueue(first: 5) { totalCount } auditLog(first: 1) { totalCount } }", json!({})).await;
+                assert!(
+                    r["errors"].is_null(),
+                    "a query failed during the rebuild: {r}"
+                );
+                answered += 1;
+            }
+            answered
+        })
+    };
+    let out = ledger_command(&["rebuild", "--all"], &url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(querying.await.unwrap(), 200);
+    assert_eq!(dump(&pool).await, before, "a rebuild gives the same rows");
+    let listed = ledger_command(&["projections"], &url);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("service_desk") && listed.contains("audit_log"),
+        "{listed}"
+    );
+    drop(ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_priority_functions_match_the_domain() {
+    let url = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let policy = PriorityPolicy {
+        severity_weight: 2,
+        tier_weight: 1,
+        impact_weight: 3,
+        age_step_hours: 6,
+        max_age_points: 7,
+        ..Default::default()
+    };
+    let now = Utc::now();
+    for (i, severity) in [
+        domain::Severity::Critical,
+        domain::Severity::Major,
+        domain::Severity::Minor,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for tier in [
+            domain::Tier::Free,
+            domain::Tier::Paid,
+            domain::Tier::Enterprise,
+        ] {
+            for impact in 1..=5 {
+                for hours in [0i64, 5, 6, 13, 47, 1000, -3] {
+                    let raised = now - Days::hours(hours + i as i64);
+                    let inputs = domain::priority::PriorityInputs {
+                        severity,
+                        tier,
+                        impact: domain::Impact::parse("i", impact).unwrap(),
+                        raised_at: raised,
+                    };
+                    let (score, level): (i32, String) = sqlx::query_as("SELECT priority_score($1, $2, $3, $4, $5, $6), priority_level(priority_score($1, $2, $3, $4, $5, $6), $6)")
+                        .bind(serde_json::to_value(severity).unwrap().as_str().unwrap().to_owned())
+                        .bind(serde_json::to_value(tier).unwrap().as_str().unwrap().to_owned())
+                        .bind(impact as i32)
+                        .bind(raised)
+                        .bind(now)
+                        .bind(serde_json::to_value(&policy).unwrap())
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                    let expected = policy.score(inputs, now);
+                    assert_eq!(
+                        score as u32, expected,
+                        "{severity:?} {tier:?} {impact} {hours}h"
+                    );
+                    assert_eq!(level, format!("{:?}", policy.level(expected)));
+                }
+            }
+        }
+    }
+}
+
+/// A `ledger serve` process's `/health`.
+async fn health(base: &str) -> Option<Value> {
+    reqwest::get(format!("{base}/health"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_takes_over_the_projections_and_nothing_is_lost_or_doubled() {
+    let url = fresh_database().await;
+    let a = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let b = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let (api_a, api_b) = (Api::new(&a.base_url), Api::new(&b.base_url));
+    // Exactly one of them runs each projection.
+    let a_holds = eventually(
+        Duration::from_secs(20),
+        "one process to hold both leases",
+        || async {
+            let (ha, hb) = (health(&api_a.base).await?, health(&api_b.base).await?);
+            let count = |h: &Value| h["running"].as_array().map_or(0, Vec::len);
+            match (count(&ha), count(&hb)) {
+                (2, 0) => Some(true),
+                (0, 2) => Some(false),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let (mut holder, _survivor_process, survivor_api) = if a_holds {
+        (a, b, api_b)
+    } else {
+        (b, a, api_a)
+    };
+    for i in 0..5 {
+        ok(
+            &survivor_api,
+            "RegisterCustomer",
+            json!({ "name": format!("Before {i}"), "email": format!("b{i}@example.com") }),
+        )
+        .await;
+    }
+    caught_up(&survivor_api).await;
+    holder.stop_with(libc::SIGKILL);
+    for i in 0..5 {
+        ok(
+            &survivor_api,
+            "RegisterCustomer",
+            json!({ "name": format!("After {i}"), "email": format!("a{i}@example.com") }),
+        )
+        .await;
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the survivor to take over",
+        || async {
+            let h = health(&survivor_api.base).await?;
+            (h["running"].as_array()?.len() == 2).then_some(())
+        },
+    )
+    .await;
+    caught_up(&survivor_api).await;
+
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let head: i64 = sqlx::query_scalar("SELECT MAX(position) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT position FROM audit_log ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "every event once in the audit log"
+    );
+    let customers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(customers, 10);
+    let live = dump(&pool).await;
+    let out = ledger_command(&["rebuild", "--all"], &url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        dump(&pool).await,
+        live,
+        "what survived equals a clean rebuild"
+    );
+    drop(_survivor_process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_stream_resumes_to_a_clean_rebuild() {
+    let url = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PgEventStore::new(pool.clone());
+    // A backlog of real events for the projector to chew on.
+    for i in 0..400 {
+        let customer = uuid::Uuid::new_v4();
+        let data = json!({ "customerId": customer, "name": format!("Backlog {i}"), "email": format!("backlog{i}@example.com"),
+                           "phone": null, "location": null, "tier": "paid", "registeredAt": Utc::now() });
+        let event = stream_store::NewEvent {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "CustomerRegistered".into(),
+            schema_version: 1,
+            data,
+        };
+        store
+            .append(
+                &StreamId::new(format!("customer-{customer}")).unwrap(),
+                stream_store::ExpectedVersion::NoStream,
+                vec![event; 1],
+                &crate::store::meta(),
+            )
+            .await
+            .unwrap();
+    }
+    let head = store.head().await.unwrap();
+    let mut ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    // Kill it as soon as it has applied something but (most likely) not everything.
+    eventually(
+        Duration::from_secs(30),
+        "the projector to start applying",
+        || async {
+            let p: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(position) FROM projection_checkpoints")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (p.unwrap_or(0) > 0).then_some(())
+        },
+    )
+    .await;
+    ledger.stop_with(libc::SIGKILL);
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    caught_up(&Api::new(&ledger.base_url)).await;
+    let customers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(customers, 400);
+    let audit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(audit, head);
+    let live = dump(&pool).await;
+    let out = ledger_command(&["rebuild", "--all"], &url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dump(&pool).await, live);
+    drop(ledger);
+}
