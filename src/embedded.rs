@@ -154,6 +154,11 @@ impl EmbeddedPostgres {
         self.port
     }
 
+    /// Whether this process started the server (and so stops it).
+    pub fn owns_server(&self) -> bool {
+        self.exited.is_some()
+    }
+
     /// Fast shutdown; waits for the server to exit.
     pub fn stop(mut self) -> Result<(), EmbeddedError> {
         self.shutdown()

@@ -62,8 +62,11 @@ impl Database {
         self.pool.close().await;
         drop(self.store);
         if let Some(pg) = self.embedded {
+            let owned = pg.owns_server();
             tokio::task::spawn_blocking(move || pg.stop()).await??;
-            tracing::info!("embedded PostgreSQL stopped");
+            if owned {
+                tracing::info!("embedded PostgreSQL stopped");
+            }
         }
         Ok(())
     }
