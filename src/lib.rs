@@ -2,10 +2,12 @@
 
 mod config;
 mod embedded;
+mod replay;
 mod serve;
 
 pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
+pub use replay::replay;
 pub use serve::{connect_and_migrate, serve, Database, ServeOptions};
 
 /// The workspace's migrations (stream store and read models), embedded in the binary.

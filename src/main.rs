@@ -45,6 +45,19 @@ enum Commands {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print the GraphQL schema (SDL); `schema.graphql` at the root is its output.
+    Schema,
+    /// Print the full history of one ticket: every event, who caused it and when, and the
+    /// ticket's state after it, rebuilt by the domain's own code.
+    Replay {
+        /// Ticket number (TKT-YYYYMMDD-XXXXXX) or ticket id.
+        ticket: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// List each projection with its checkpoint, the head position and the lag.
     Projections {
         #[command(flatten)]
@@ -107,6 +120,21 @@ async fn run(command: Commands) -> anyhow::Result<()> {
                 config,
             })
             .await
+        }
+        Commands::Schema => {
+            print!("{}", query_graphql::sdl());
+            Ok(())
+        }
+        Commands::Replay {
+            ticket,
+            json,
+            database,
+        } => {
+            let db = database.open().await?;
+            let result = ledger::replay(&*db.store, &ticket, json).await;
+            db.close().await?;
+            print!("{}", result?);
+            Ok(())
         }
         Commands::Projections { database } => {
             let db = database.open().await?;

@@ -4,13 +4,14 @@
 mod audit;
 mod devices;
 mod error;
+mod history;
 mod reports;
 mod schema;
 mod tickets;
 mod types;
 
 pub use error::QueryError;
-pub use schema::{build_schema, LedgerSchema};
+pub use schema::{build_schema, sdl, LedgerSchema};
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::GraphQL;

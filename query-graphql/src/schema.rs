@@ -25,3 +25,25 @@ pub fn build_schema(pool: PgPool, store: Arc<dyn EventStore>, settings: Settings
         .limit_complexity(5_000)
         .finish()
 }
+
+/// The schema in GraphQL SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+#[cfg(test)]
+mod tests {
+    /// `schema.graphql` at the workspace root must be what the code serves. Regenerate it with
+    /// `cargo run -- schema > schema.graphql`.
+    #[test]
+    fn the_committed_schema_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema.graphql");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == super::sdl(),
+            "schema.graphql is out of date: run `cargo run -- schema > schema.graphql`"
+        );
+    }
+}

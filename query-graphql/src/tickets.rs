@@ -375,6 +375,27 @@ impl Ticket {
         }
     }
 
+    /// The ticket as it was after `version`, or at `time`, rebuilt from its events by the
+    /// domain's own code. Null before the ticket existed.
+    async fn state_at(
+        &self,
+        ctx: &Context<'_>,
+        version: Option<i64>,
+        time: Option<DateTime<Utc>>,
+    ) -> Result<Option<TicketSnapshot>> {
+        let store = ctx.data::<Arc<dyn EventStore>>()?;
+        let id = parse_id(&self.id)?;
+        let events = read_full_stream(&**store, &StreamId::for_aggregate("ticket", id))
+            .await
+            .map_err(gql)?;
+        let chosen = crate::history::up_to(&events, version, time)?;
+        let Some(last) = chosen.last() else {
+            return Ok(None);
+        };
+        let ticket: domain::Ticket = crate::history::fold(chosen)?;
+        Ok(ticket.state().map(|s| TicketSnapshot::new(s, last)))
+    }
+
     /// Every event of the ticket's stream, read from the store (not from a read model).
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEvent>> {
         let store = ctx.data::<Arc<dyn EventStore>>()?;
@@ -382,6 +403,40 @@ impl Ticket {
         let stream = StreamId::for_aggregate("ticket", id);
         let events = read_full_stream(&**store, &stream).await.map_err(gql)?;
         Ok(events.into_iter().map(HistoryEvent).collect())
+    }
+}
+
+/// A ticket as it was at one version of its stream.
+#[derive(SimpleObject)]
+pub struct TicketSnapshot {
+    pub version: i64,
+    pub position: i64,
+    /// When the last event included was recorded.
+    pub recorded_at: DateTime<Utc>,
+    pub status: TicketStatus,
+    pub assignee_id: Option<ID>,
+    pub bill: Money,
+    pub paid: Money,
+    pub covered: Money,
+    pub balance: Money,
+    /// The whole state, as the domain holds it.
+    pub state: Json<serde_json::Value>,
+}
+
+impl TicketSnapshot {
+    fn new(s: &domain::TicketState, last: &RecordedEvent) -> Self {
+        TicketSnapshot {
+            version: last.version,
+            position: last.position,
+            recorded_at: last.recorded_at,
+            status: TicketStatus::from_db(s.status.label()),
+            assignee_id: s.assignee.map(|a| ID(a.to_string())),
+            bill: Money(s.bill().minor_units()),
+            paid: Money(s.paid.minor_units()),
+            covered: Money(s.covered().minor_units()),
+            balance: Money(s.balance().minor_units()),
+            state: Json(serde_json::to_value(s).unwrap_or_default()),
+        }
     }
 }
 

@@ -121,7 +121,9 @@ async fn a_ticket_goes_from_raised_to_closed_and_graphql_shows_it() {
     let (customer, technician) = api.customer_and_technician().await;
     let (ticket, number) = api.raise(&customer).await;
     assert!(number.starts_with("TKT-") && number.len() == 19, "{number}");
-    for (name, body) in [
+    // What the read model said after each version, to compare with time travel later.
+    let steps = [
+        ("", json!(null)),
         (
             "AssignTechnician",
             json!({ "ticketId": ticket, "technicianId": technician }),
@@ -132,11 +134,42 @@ async fn a_ticket_goes_from_raised_to_closed_and_graphql_shows_it() {
             json!({ "ticketId": ticket, "resolution": "Replaced the charging port" }),
         ),
         ("CloseTicket", json!({ "ticketId": ticket })),
-    ] {
-        let (status, answer) = api.command(name, body).await;
-        assert_eq!(status, 200, "{name}: {answer}");
-        assert_eq!(answer["streamId"], format!("ticket-{ticket}"));
+    ];
+    let mut seen = vec![];
+    for (name, body) in steps {
+        if !name.is_empty() {
+            let (status, answer) = api.command(name, body).await;
+            assert_eq!(status, 200, "{name}: {answer}");
+            assert_eq!(answer["streamId"], format!("ticket-{ticket}"));
+        }
+        let version = seen.len() as i64 + 1;
+        let row = eventually(Duration::from_secs(10), "the read model at this version", || async {
+            let t = api.graphql("query($id: ID!) { ticket(id: $id) { version status balance assignee { id } } }", json!({ "id": ticket })).await;
+            let t = t["data"]["ticket"].clone();
+            (t["version"] == version).then_some(t)
+        }).await;
+        seen.push(row);
     }
+    for (i, row) in seen.iter().enumerate() {
+        let at = api.graphql("query($id: ID!, $v: Int!) { ticket(id: $id) { stateAt(version: $v) { version status balance assigneeId } } }", json!({ "id": ticket, "v": i + 1 })).await;
+        let at = &at["data"]["ticket"]["stateAt"];
+        assert_eq!(
+            (&at["version"], &at["status"], &at["balance"]),
+            (&row["version"], &row["status"], &row["balance"]),
+            "version {}",
+            i + 1
+        );
+        assert_eq!(at["assigneeId"], row["assignee"]["id"]);
+    }
+    let before = api.graphql("query($id: ID!) { ticket(id: $id) { stateAt(time: \"2000-01-01T00:00:00Z\") { version } } }", json!({ "id": ticket })).await;
+    assert_eq!(before["data"]["ticket"]["stateAt"], Value::Null);
+    let both = api
+        .graphql(
+            "query($id: ID!) { ticket(id: $id) { stateAt { version } } }",
+            json!({ "id": ticket }),
+        )
+        .await;
+    assert_eq!(both["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
 
     let shown = eventually(
         Duration::from_secs(10),
@@ -217,6 +250,37 @@ async fn a_ticket_goes_from_raised_to_closed_and_graphql_shows_it() {
         .map(|e| e["node"]["position"].as_i64().unwrap())
         .collect();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
+
+    // The auditor's replay from the command line, by number, as text and as JSON.
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+            .args(args)
+            .env("DATABASE_URL", &ledger.database_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let replay = run(&["replay", &number, "--json"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    let steps = doc["events"].as_array().unwrap();
+    assert_eq!(steps.len(), 5);
+    assert_eq!(steps[4]["type"], "TicketClosed");
+    assert_eq!(steps[4]["stateAfter"]["status"], "closed");
+    assert_eq!(steps[1]["stateAfter"]["assignee"], technician.as_str());
+    let text = run(&["replay", &number]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("TicketResolved") && text.contains("status=closed"),
+        "{text}"
+    );
+    let missing = run(&["replay", "TKT-20000101-ZZZZZZ"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no ticket numbered"));
 
     assert_eq!(
         ledger.stop_with(libc::SIGTERM),

@@ -137,6 +137,8 @@ pub struct LedgerProcess {
     child: Option<Child>,
     pid: i32,
     pub base_url: String,
+    /// The DATABASE_URL it was given (empty for the embedded cluster).
+    pub database_url: String,
 }
 
 impl LedgerProcess {
@@ -169,10 +171,16 @@ impl LedgerProcess {
             .recv_timeout(Duration::from_secs(120))
             .expect("ledger serve did not start listening");
         let pid = i32::try_from(child.id()).expect("pid fits");
+        let database_url = env
+            .iter()
+            .find(|(k, _)| *k == "DATABASE_URL")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default();
         LedgerProcess {
             child: Some(child),
             pid,
             base_url,
+            database_url,
         }
     }
 
