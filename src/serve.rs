@@ -107,7 +107,13 @@ async fn run(db: &Database, listen: SocketAddr, config: Config) -> anyhow::Resul
         policy: config.priority.clone(),
         expiring_soon_days: i64::from(config.warranty.expiring_soon_days),
     };
-    let schema = query_graphql::build_schema(pool.clone(), store.clone(), settings.clone());
+    let freshness = query_graphql::Freshness::start(pool.clone());
+    let schema = query_graphql::build_schema(
+        pool.clone(),
+        store.clone(),
+        settings.clone(),
+        freshness.clone(),
+    );
     let health_state = HealthState {
         pool: pool.clone(),
         store: store.clone(),
@@ -116,7 +122,12 @@ async fn run(db: &Database, listen: SocketAddr, config: Config) -> anyhow::Resul
     let app = Router::new()
         .route("/health", get(health).with_state(health_state))
         .merge(command_api::router(store.clone(), config.priority.clone()))
-        .merge(query_graphql::router(schema, pool.clone(), settings))
+        .merge(query_graphql::router(
+            schema,
+            pool.clone(),
+            settings,
+            freshness,
+        ))
         .layer(TraceLayer::new_for_http());
 
     let listener = tokio::net::TcpListener::bind(listen)

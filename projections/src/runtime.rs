@@ -137,8 +137,26 @@ async fn apply_batch(
     )
     .execute(&mut *tx)
     .await?;
+    notify_progress(&mut tx, projector.name(), last.position).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Applied(last.position))
+}
+
+/// Tells every listening process (read-your-writes waits, GraphQL subscriptions) that a
+/// projection moved; delivered when the transaction commits.
+async fn notify_progress(
+    tx: &mut PgConnection,
+    name: &str,
+    position: i64,
+) -> Result<(), ProjectionError> {
+    sqlx::query!(
+        "SELECT pg_notify('ledger_projections', $1 || ':' || $2::bigint::text)",
+        name,
+        position
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 /// Applies everything up to the current head, then returns how many events were applied.
@@ -423,6 +441,7 @@ pub async fn rebuild(
     )
     .execute(&mut *tx)
     .await?;
+    notify_progress(&mut tx, name, position).await?;
     tx.commit().await?;
     progress(position, position);
     Ok(position)

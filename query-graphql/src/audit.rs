@@ -62,6 +62,7 @@ pub struct AuditQueries;
 #[Object]
 impl AuditQueries {
     /// Every event of the store, oldest first, filtered.
+    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

@@ -421,6 +421,7 @@ impl DeviceQueries {
     }
 
     /// Devices, filtered, soonest warranty expiry first.
+    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
     async fn devices(
         &self,
         ctx: &Context<'_>,

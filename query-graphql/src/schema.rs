@@ -1,34 +1,47 @@
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema};
+use async_graphql::{EmptyMutation, MergedObject, Schema};
 use sqlx::PgPool;
 use stream_store::EventStore;
 
 use crate::audit::AuditQueries;
 use crate::devices::DeviceQueries;
+use crate::freshness::Freshness;
 use crate::reports::ReportQueries;
+use crate::subscriptions::SubscriptionRoot;
 use crate::tickets::TicketQueries;
 use crate::Settings;
 
-pub type LedgerSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 12;
+/// Most complex query accepted (each field counts 1, a connection's nodes times `first`).
+pub const MAX_COMPLEXITY: usize = 5_000;
+
+pub type LedgerSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(TicketQueries, DeviceQueries, ReportQueries, AuditQueries);
 
 /// Builds the schema over the read models in `pool` and the streams of `store`.
-pub fn build_schema(pool: PgPool, store: Arc<dyn EventStore>, settings: Settings) -> LedgerSchema {
-    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+pub fn build_schema(
+    pool: PgPool,
+    store: Arc<dyn EventStore>,
+    settings: Settings,
+    freshness: Freshness,
+) -> LedgerSchema {
+    Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
+        .data(freshness)
         .data(store)
         .data(settings)
-        .limit_depth(12)
-        .limit_complexity(5_000)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
         .finish()
 }
 
 /// The schema in GraphQL SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+    Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .finish()
         .sdl()
 }

@@ -643,6 +643,16 @@ async fn list(
     ))
 }
 
+/// A page costs its node's complexity once per requested item.
+pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first
+        .map_or(crate::types::DEFAULT_PAGE, i64::from)
+        .clamp(1, crate::types::MAX_PAGE);
+    usize::try_from(items)
+        .unwrap_or(1)
+        .saturating_mul(child_complexity)
+}
+
 const ACTIVE: [TicketStatus; 2] = [TicketStatus::Open, TicketStatus::InProgress];
 
 #[derive(Default)]
@@ -652,6 +662,7 @@ pub struct TicketQueries;
 impl TicketQueries {
     /// Tickets, filtered; oldest first unless ordered by priority.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn tickets(
         &self,
         ctx: &Context<'_>,
@@ -674,6 +685,7 @@ impl TicketQueries {
 
     /// The work queue: open and in-progress tickets by current priority, then age. With
     /// `technicianId`, that technician's tickets; without, the unassigned ones.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn ticket_queue(
         &self,
         ctx: &Context<'_>,
@@ -722,6 +734,7 @@ impl TicketQueries {
     }
 
     /// Open and in-progress tickets past their SLA due time, by current priority.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn overdue_tickets(
         &self,
         ctx: &Context<'_>,
@@ -761,8 +774,16 @@ async fn one(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    let pool = ctx.data::<PgPool>()?;
-    let settings = ctx.data::<Settings>()?;
+    load(ctx.data::<PgPool>()?, ctx.data::<Settings>()?, id, number).await
+}
+
+/// One ticket by id or number, outside of a request's context (subscriptions).
+pub(crate) async fn load(
+    pool: &PgPool,
+    settings: &Settings,
+    id: Option<Uuid>,
+    number: Option<String>,
+) -> Result<Option<Ticket>> {
     let policy = serde_json::to_value(&settings.policy)
         .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
     let row = sqlx::query_as!(

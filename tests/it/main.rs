@@ -3,6 +3,7 @@
 
 mod e2e;
 mod embedded;
+mod graphql;
 mod harness;
 mod projections;
 mod read_models;

@@ -1,0 +1,122 @@
+//! Live updates over WebSocket (graphql-ws): each fires after a projection has applied the
+//! change, once per change.
+
+use async_graphql::{Context, Result, SimpleObject, Subscription, ID};
+use futures::Stream;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{gql, QueryError};
+use crate::freshness::Freshness;
+use crate::tickets::{load, parse_id, Ticket};
+use crate::Settings;
+
+/// A work queue after a change: the ids in queue order (highest priority first).
+#[derive(SimpleObject, Clone, PartialEq)]
+pub struct QueueChange {
+    /// Null for the unassigned queue.
+    pub technician_id: Option<ID>,
+    pub total_count: i64,
+    pub ticket_ids: Vec<ID>,
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// The ticket, each time its read model changes.
+    async fn ticket_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<impl Stream<Item = Ticket>> {
+        let id = parse_id(&id)?;
+        let pool = ctx.data::<PgPool>()?.clone();
+        let settings = ctx.data::<Settings>()?.clone();
+        let changes = ctx.data::<Freshness>()?.changes();
+        let last = load(&pool, &settings, Some(id), None)
+            .await?
+            .map(|t| t.version);
+        Ok(futures::stream::unfold(
+            (changes, last),
+            move |(mut changes, mut last)| {
+                let (pool, settings) = (pool.clone(), settings.clone());
+                async move {
+                    loop {
+                        changes.changed().await.ok()?;
+                        if let Ok(Some(ticket)) = load(&pool, &settings, Some(id), None).await {
+                            if Some(ticket.version) != last {
+                                last = Some(ticket.version);
+                                return Some((ticket, (changes, last)));
+                            }
+                        }
+                    }
+                }
+            },
+        ))
+    }
+
+    /// A technician's queue (or, without `technicianId`, the unassigned queue), each time a
+    /// ticket enters it, leaves it or changes in it.
+    async fn queue_changed(
+        &self,
+        ctx: &Context<'_>,
+        technician_id: Option<ID>,
+    ) -> Result<impl Stream<Item = QueueChange>> {
+        let technician = technician_id.as_ref().map(parse_id).transpose()?;
+        let pool = ctx.data::<PgPool>()?.clone();
+        let settings = ctx.data::<Settings>()?.clone();
+        let changes = ctx.data::<Freshness>()?.changes();
+        let last = queue(&pool, &settings, technician).await?;
+        Ok(futures::stream::unfold(
+            (changes, last.1),
+            move |(mut changes, mut last)| {
+                let (pool, settings) = (pool.clone(), settings.clone());
+                async move {
+                    loop {
+                        changes.changed().await.ok()?;
+                        if let Ok((change, signature)) = queue(&pool, &settings, technician).await {
+                            if signature != last {
+                                last = signature;
+                                return Some((change, (changes, last)));
+                            }
+                        }
+                    }
+                }
+            },
+        ))
+    }
+}
+
+/// The queue now, and a signature that changes whenever any of its tickets does.
+async fn queue(
+    pool: &PgPool,
+    settings: &Settings,
+    technician: Option<Uuid>,
+) -> Result<(QueueChange, String)> {
+    let policy = serde_json::to_value(&settings.policy)
+        .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
+    let rows = sqlx::query!(
+        r#"SELECT ticket_id, version FROM tickets
+           WHERE status IN ('open', 'in_progress')
+             AND (($1::uuid IS NULL AND assignee_id IS NULL) OR assignee_id = $1)
+           ORDER BY priority_score(severity, customer_tier, impact, raised_at, now(), $2) DESC,
+                    raised_position"#,
+        technician,
+        policy
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(gql)?;
+    let signature = rows
+        .iter()
+        .map(|r| format!("{}:{}", r.ticket_id, r.version))
+        .collect::<Vec<_>>()
+        .join(",");
+    let change = QueueChange {
+        technician_id: technician.map(|t| ID(t.to_string())),
+        total_count: rows.len() as i64,
+        ticket_ids: rows.iter().map(|r| ID(r.ticket_id.to_string())).collect(),
+    };
+    Ok((change, signature))
+}
