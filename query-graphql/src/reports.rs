@@ -11,7 +11,7 @@ use domain::priority::PriorityPolicy;
 use sqlx::PgPool;
 
 use crate::error::{gql, QueryError};
-use crate::types::{Money, TicketStatus};
+use crate::types::{page, window, Money, Page, TicketStatus};
 use crate::Settings;
 
 #[derive(SimpleObject, Clone, Copy, Default)]
@@ -294,22 +294,33 @@ impl ReportQueries {
         .map_err(gql)
     }
 
-    /// Metrics of every technician over the tickets raised in the range.
+    /// Metrics of every technician (by name) over the tickets raised in the range.
+    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
     async fn technician_performance(
         &self,
         ctx: &Context<'_>,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
-    ) -> Result<Vec<TechnicianPerformance>> {
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Page<TechnicianPerformance>> {
         let settings = ctx.data::<Settings>()?;
-        technician_performance(
+        let (offset, limit) = window(first, after)?;
+        let all = technician_performance(
             ctx.data::<PgPool>()?,
             &settings.policy,
             None,
             Range { from, to },
         )
         .await
-        .map_err(gql)
+        .map_err(gql)?;
+        let total = all.len() as i64;
+        let rows = all
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit + 1).unwrap_or(0))
+            .collect();
+        Ok(page(rows, offset, limit, total))
     }
 
     /// One technician with their metrics over all their tickets.

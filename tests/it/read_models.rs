@@ -357,18 +357,18 @@ async fn read_models_answer_what_the_events_say_and_rebuild_identically() {
     assert_eq!(expiring["data"]["devicesExpiringWithin"]["totalCount"], 2);
 
     // Technician metrics, computed here from the events.
-    let perf = api.graphql("{ technicianPerformance { technicianId assigned open completed rating_count: ratingCount totalRepairValue averageRating } }", json!({})).await;
+    let perf = api.graphql("{ technicianPerformance { totalCount edges { node { technicianId assigned open completed rating_count: ratingCount totalRepairValue averageRating } } } }", json!({})).await;
     for tech in &day.technicians {
         let mine: Vec<_> = states
             .iter()
             .filter(|(s, _)| s.assignee.map(|a| a.to_string()).as_deref() == Some(tech.as_str()))
             .collect();
-        let row = perf["data"]["technicianPerformance"]
+        let row = &perf["data"]["technicianPerformance"]["edges"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["technicianId"] == tech.as_str())
-            .unwrap();
+            .find(|e| e["node"]["technicianId"] == tech.as_str())
+            .unwrap()["node"];
         let active = |s: &TicketState| {
             matches!(
                 s.status,
