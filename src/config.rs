@@ -13,6 +13,26 @@ pub struct Config {
     /// Priority weights, level thresholds and SLA due times.
     pub priority: PriorityPolicy,
     pub warranty: WarrantyConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Secret that signs tokens. Default: `LEDGER_JWT_SECRET`, else a random secret kept in
+    /// `<data-dir>/jwt-secret` (every process sharing the directory shares it).
+    pub jwt_secret: Option<String>,
+    /// E-mail of the admin account created on the first start.
+    pub admin_email: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            admin_email: "admin@ledger.local".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -61,6 +81,7 @@ mod tests {
         let config = Config::load(&example, true).expect("example parses");
         assert_eq!(config.priority, PriorityPolicy::default());
         assert_eq!(config.warranty, WarrantyConfig::default());
+        assert_eq!(config.auth, AuthConfig::default());
     }
 
     #[test]

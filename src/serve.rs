@@ -87,13 +87,21 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
 /// Runs the command API, GraphQL and the projectors until Ctrl-C or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let db = Database::open(&options.data_dir, options.database_url).await?;
-    let result = run(&db, options.listen, options.config).await;
+    let result = run(&db, options.listen, options.config, &options.data_dir).await;
     db.close().await?;
     result
 }
 
-async fn run(db: &Database, listen: SocketAddr, config: Config) -> anyhow::Result<()> {
+async fn run(
+    db: &Database,
+    listen: SocketAddr,
+    config: Config,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
     let (pool, store) = (db.pool.clone(), db.store.clone());
+    let secret = jwt_secret(&config, data_dir)?;
+    let tokens = Arc::new(command_api::TokenService::new(&secret, store.clone()));
+    bootstrap(db, &config).await?;
     let shutdown = CancellationToken::new();
     let leases = projections::Leases::default();
     let runner = tokio::spawn(projections::run_all(
@@ -121,12 +129,21 @@ async fn run(db: &Database, listen: SocketAddr, config: Config) -> anyhow::Resul
     };
     let app = Router::new()
         .route("/health", get(health).with_state(health_state))
-        .merge(command_api::router(store.clone(), config.priority.clone()))
+        .merge(command_api::router(
+            store.clone(),
+            config.priority.clone(),
+            tokens.clone(),
+        ))
         .merge(query_graphql::router(
             schema,
             pool.clone(),
             settings,
             freshness,
+            Arc::new(TokenAuth(tokens.clone())),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            command_api::authenticate,
         ))
         .layer(TraceLayer::new_for_http());
 
@@ -139,15 +156,91 @@ async fn run(db: &Database, listen: SocketAddr, config: Config) -> anyhow::Resul
     println!("ledger listening on http://{address}");
 
     let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    })
+    .await?;
     shutdown.cancel();
     let _ = runner.await;
+    Ok(())
+}
+
+/// Checks tokens for GraphQL WebSocket connections.
+struct TokenAuth(Arc<command_api::TokenService>);
+
+impl query_graphql::Authenticator for TokenAuth {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Option<domain::access::Principal>> {
+        Box::pin(async move { self.0.authenticate(token).await.ok().map(|a| a.principal) })
+    }
+}
+
+/// The secret that signs tokens: configured, from the environment, or kept in the data
+/// directory (created on first use, readable by its owner only).
+fn jwt_secret(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = config
+        .auth
+        .jwt_secret
+        .clone()
+        .or_else(|| std::env::var("LEDGER_JWT_SECRET").ok())
+    {
+        if secret.len() < 32 {
+            anyhow::bail!("the token secret must be at least 32 characters");
+        }
+        return Ok(secret.into_bytes());
+    }
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if existing.trim().len() >= 32 {
+            return Ok(existing.trim().as_bytes().to_vec());
+        }
+    }
+    let secret = format!(
+        "{}{}",
+        command_api::generate_password(),
+        command_api::generate_password()
+    )
+    .replace('-', "");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    Ok(secret.into_bytes())
+}
+
+/// On the very first start, creates the admin account and prints its password once.
+pub async fn bootstrap(db: &Database, config: &Config) -> anyhow::Result<()> {
+    let service = command_api::CommandService::new(db.store.clone(), config.priority.clone());
+    let chosen = std::env::var("LEDGER_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if let Some((email, password, generated)) =
+        command_api::bootstrap_admin(&service, &config.auth.admin_email, chosen)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the first admin account: {e}"))?
+    {
+        if generated {
+            println!("ledger: first start: admin account {email} with one-time password {password} (change it at the first sign-in)");
+        } else {
+            println!("ledger: first start: admin account {email} with the password from LEDGER_ADMIN_PASSWORD");
+        }
+    }
     Ok(())
 }
 

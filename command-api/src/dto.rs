@@ -33,6 +33,26 @@ impl From<Tier> for domain::Tier {
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Technician,
+    Customer,
+    Auditor,
+}
+
+impl From<Role> for domain::access::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Admin => Self::Admin,
+            Role::Technician => Self::Technician,
+            Role::Customer => Self::Customer,
+            Role::Auditor => Self::Auditor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Visibility {
     Public,
     Internal,
@@ -463,6 +483,56 @@ command_body!(
         delta: i64,
         #[schema(max_length = 5000)]
         reason: String,
+    }
+);
+
+command_body!(
+    /// Creates a user account (admins). A customer account names its `customerId`, a
+    /// technician account its `technicianId`. Passwords: 8 to 128 characters with a symbol.
+    RegisterUser {
+        user_id: Option<Uuid>,
+        #[schema(example = "ana@example.com")]
+        email: String,
+        #[schema(max_length = 200)]
+        name: String,
+        role: Role,
+        customer_id: Option<Uuid>,
+        technician_id: Option<Uuid>,
+        #[schema(min_length = 8, max_length = 128)]
+        password: String,
+        /// The user must change this password at the first sign-in.
+        must_change_password: Option<bool>,
+    }
+);
+
+command_body!(
+    /// Gives a user another role (admins).
+    ChangeUserRole {
+        user_id: Uuid,
+        role: Role,
+        customer_id: Option<Uuid>,
+        technician_id: Option<Uuid>,
+    }
+);
+
+command_body!(
+    /// Deactivates a user (admins): their tokens stop working at once.
+    DeactivateUser {
+        user_id: Uuid,
+        #[schema(max_length = 5000)]
+        reason: Option<String>,
+    }
+);
+
+command_body!(
+    /// Changes a password: your own (with `currentPassword`), or anyone's as an admin. All the
+    /// user's earlier tokens stop working.
+    ChangePassword {
+        /// Default: the signed-in user.
+        user_id: Option<Uuid>,
+        current_password: Option<String>,
+        #[schema(min_length = 8, max_length = 128)]
+        new_password: String,
     }
 );
 

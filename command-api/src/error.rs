@@ -15,6 +15,21 @@ pub enum ApiError {
     /// 400: a field does not hold an acceptable value.
     #[error("invalid {}: {}", .0.field, .0.reason)]
     InvalidField(ValueError),
+    /// 401: no valid bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 401: the e-mail and password do not match an active account.
+    #[error("wrong e-mail or password")]
+    InvalidCredentials,
+    /// 403: the signed-in user's role may not do this.
+    #[error("your role may not {0}")]
+    Forbidden(String),
+    /// 403: a first (generated) password must be changed before anything else.
+    #[error("change your one-time password first (ChangePassword)")]
+    PasswordChangeRequired,
+    /// 429: too many failed sign-ins for this account or address.
+    #[error("too many failed sign-ins; try again in {retry_after} s")]
+    TooManyAttempts { retry_after: u64 },
     /// 404: no command of that name.
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
@@ -52,6 +67,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed { .. } | Self::InvalidField(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::PasswordChangeRequired => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnknownCommand(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,6 +83,11 @@ impl ApiError {
         match self {
             Self::Malformed { .. } => "MALFORMED_REQUEST",
             Self::InvalidField(_) => "INVALID_FIELD",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::PasswordChangeRequired => "PASSWORD_CHANGE_REQUIRED",
+            Self::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             Self::UnknownCommand(_) => "UNKNOWN_COMMAND",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict { .. } => "VERSION_CONFLICT",
@@ -79,6 +102,7 @@ impl ApiError {
         match self {
             Self::Malformed { details, .. } => details.clone(),
             Self::InvalidField(e) => json!({ "field": e.field, "reason": e.reason }),
+            Self::TooManyAttempts { retry_after } => json!({ "retryAfterSeconds": retry_after }),
             Self::Conflict { expected, actual } => {
                 json!({ "expectedVersion": expected.to_string(), "actualVersion": actual })
             }

@@ -4,13 +4,17 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
+use domain::access::{check_password_policy, Action, Principal, TicketParties};
 use domain::{
     AddPart, CheckInDevice, CustomerCommand, CustomerId, DeviceCommand, DeviceId, Email, Impact,
     Money, NoteId, OnboardTechnician, PartCommand, PartId, PaymentId, Phone, RaiseTicket,
-    RegisterCustomer, RegisterDevice, SerialNumber, TechnicianCommand, TechnicianFacts,
-    TechnicianId, Text, TicketCommand, TicketId, UpdateCustomer, ValueError,
+    RegisterCustomer, RegisterDevice, RegisterUser, RoleGrant, SerialNumber, TechnicianCommand,
+    TechnicianFacts, TechnicianId, Text, TicketCommand, TicketId, UpdateCustomer, UserCommand,
+    UserId, ValueError,
 };
+
+use crate::auth::{hash_password, load_user, verify_password, Authenticated};
 use serde::de::DeserializeOwned;
 use stream_store::{Actor, AppendOutcome, CommandMetadata};
 use uuid::Uuid;
@@ -54,6 +58,10 @@ pub(crate) const COMMANDS: &[&str] = &[
     "AddPart",
     "ReceiveStock",
     "AdjustStock",
+    "RegisterUser",
+    "ChangeUserRole",
+    "DeactivateUser",
+    "ChangePassword",
 ];
 
 /// Longest accepted `Idempotency-Key`.
@@ -64,17 +72,26 @@ const MAX_KEY_LEN: usize = 255;
 pub(crate) async fn execute(
     State(service): State<Arc<CommandService>>,
     Path(name): Path<String>,
+    auth: Option<Extension<Authenticated>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CommandResponse>), ApiError> {
+    let Some(Extension(auth)) = auth else {
+        return Err(ApiError::Unauthenticated(
+            "sign in first: POST /auth/login, then send Authorization: Bearer <token>".into(),
+        ));
+    };
     if !COMMANDS.contains(&name.as_str()) {
         return Err(ApiError::UnknownCommand(name));
+    }
+    if auth.must_change_password && name != "ChangePassword" {
+        return Err(ApiError::PasswordChangeRequired);
     }
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
         _ => ApiError::malformed(rejection.body_text()),
     })?;
-    let meta = metadata(&headers)?;
+    let meta = metadata(&headers, &auth.principal)?;
 
     // A repeated command answers what the first one did, before anything is decided again.
     if headers.contains_key(IDEMPOTENCY_KEY) {
@@ -82,14 +99,14 @@ pub(crate) async fn execute(
             return Ok(respond(previous, meta.command_id));
         }
     }
-    let outcome = dispatch(&service, &name, &body, &meta).await?;
+    let outcome = dispatch(&service, &auth.principal, &name, &body, &meta).await?;
     Ok(respond(outcome, meta.command_id))
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
 
-fn metadata(headers: &HeaderMap) -> Result<CommandMetadata, ApiError> {
+fn metadata(headers: &HeaderMap, principal: &Principal) -> Result<CommandMetadata, ApiError> {
     let command_id = match headers.get(IDEMPOTENCY_KEY) {
         None => Uuid::new_v4(),
         Some(value) => {
@@ -119,10 +136,9 @@ fn metadata(headers: &HeaderMap) -> Result<CommandMetadata, ApiError> {
         command_id,
         correlation_id,
         causation_id: command_id,
-        // Until sign-in exists every caller is anonymous; the actor is still recorded.
         actor: Actor {
-            id: "anonymous".into(),
-            role: "anonymous".into(),
+            id: principal.user_id.to_string(),
+            role: principal.role.label().to_owned(),
         },
         recorded_at: now(),
     })
@@ -218,12 +234,62 @@ const MAX_QUANTITY: u32 = 1_000_000;
 /// Most accessories recorded at one check-in.
 const MAX_ACCESSORIES: usize = 50;
 
+/// Refuses with 403 unless `principal` may do `action`.
+fn allow(
+    principal: &Principal,
+    action: Action,
+    ticket: Option<TicketParties>,
+    what: &str,
+) -> Result<(), ApiError> {
+    if principal.may(action, ticket) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(what.to_owned()))
+    }
+}
+
 async fn dispatch(
     service: &CommandService,
+    principal: &Principal,
     name: &str,
     body: &[u8],
     meta: &CommandMetadata,
 ) -> Result<AppendOutcome, ApiError> {
+    // Most commands are the admins' alone; the others say below who else may.
+    const OPEN_TO_OTHERS: &[&str] = &[
+        "UpdateCustomer",
+        "RegisterDevice",
+        "RaiseTicket",
+        "StartWork",
+        "AddNote",
+        "QuoteRepair",
+        "ApproveQuote",
+        "RejectQuote",
+        "UsePart",
+        "CompleteRepair",
+        "ResolveTicket",
+        "ClaimWarranty",
+        "SubmitFeedback",
+        "ChangePassword",
+    ];
+    if !OPEN_TO_OTHERS.contains(&name) {
+        allow(principal, Action::Administer, None, &format!("send {name}"))?;
+    }
+    // For ticket commands: whose ticket it is decides who may act on it.
+    let ticket_gate = |action: Action, ticket: Uuid| async move {
+        let parties = service.ticket_parties(TicketId::from_uuid(ticket)).await?;
+        match parties {
+            Some(p) => allow(
+                principal,
+                action,
+                Some(p),
+                &format!("send {name} for this ticket"),
+            ),
+            // Missing ticket: the command answers 404 by itself; only say so to who may know.
+            None if principal.role.is_staff() => Ok(()),
+            None => Err(ApiError::Forbidden(format!("send {name} for this ticket"))),
+        }
+    };
     match name {
         "RegisterCustomer" => {
             let b: dto::RegisterCustomer = parse(body)?;
@@ -245,6 +311,12 @@ async fn dispatch(
         }
         "UpdateCustomer" => {
             let b: dto::UpdateCustomer = parse(body)?;
+            allow(
+                principal,
+                Action::UpdateCustomer(CustomerId::from_uuid(b.customer_id)),
+                None,
+                "change this customer",
+            )?;
             let update = UpdateCustomer {
                 name: optional_text("name", b.name.as_deref(), MAX_NAME)?,
                 email: b
@@ -299,6 +371,12 @@ async fn dispatch(
         }
         "RegisterDevice" => {
             let b: dto::RegisterDevice = parse(body)?;
+            allow(
+                principal,
+                Action::RegisterDeviceFor(CustomerId::from_uuid(b.customer_id)),
+                None,
+                "register a device for this customer",
+            )?;
             let command = RegisterDevice {
                 device_id: DeviceId::from_uuid(b.device_id.unwrap_or_else(Uuid::new_v4)),
                 customer_id: CustomerId::from_uuid(b.customer_id),
@@ -416,6 +494,12 @@ async fn dispatch(
         }
         "RaiseTicket" => {
             let b: dto::RaiseTicket = parse(body)?;
+            allow(
+                principal,
+                Action::RaiseTicketFor(CustomerId::from_uuid(b.customer_id)),
+                None,
+                "raise a ticket for this customer",
+            )?;
             let ticket_id = TicketId::from_uuid(b.ticket_id.unwrap_or_else(Uuid::new_v4));
             let customer_id = CustomerId::from_uuid(b.customer_id);
             let device_id = b.device_id.map(DeviceId::from_uuid);
@@ -460,6 +544,7 @@ async fn dispatch(
         }
         "StartWork" => {
             let b: dto::StartWork = parse(body)?;
+            ticket_gate(Action::TicketWork, b.ticket_id).await?;
             ticket(
                 service,
                 b.ticket_id,
@@ -471,6 +556,16 @@ async fn dispatch(
         }
         "AddNote" => {
             let b: dto::AddNote = parse(body)?;
+            let internal = matches!(b.visibility, Some(dto::Visibility::Internal));
+            ticket_gate(
+                if internal {
+                    Action::AddInternalNote
+                } else {
+                    Action::AddPublicNote
+                },
+                b.ticket_id,
+            )
+            .await?;
             let command = TicketCommand::AddNote {
                 note_id: NoteId::from_uuid(b.note_id.unwrap_or_else(Uuid::new_v4)),
                 text: text("text", &b.text, MAX_LONG_TEXT)?,
@@ -480,6 +575,7 @@ async fn dispatch(
         }
         "QuoteRepair" => {
             let b: dto::QuoteRepair = parse(body)?;
+            ticket_gate(Action::TicketWork, b.ticket_id).await?;
             let command = TicketCommand::QuoteRepair {
                 amount: money("amount", b.amount)?,
                 description: text("description", &b.description, MAX_LONG_TEXT)?,
@@ -488,6 +584,7 @@ async fn dispatch(
         }
         "ApproveQuote" => {
             let b: dto::ApproveQuote = parse(body)?;
+            ticket_gate(Action::CustomerDecision, b.ticket_id).await?;
             ticket(
                 service,
                 b.ticket_id,
@@ -499,6 +596,7 @@ async fn dispatch(
         }
         "RejectQuote" => {
             let b: dto::RejectQuote = parse(body)?;
+            ticket_gate(Action::CustomerDecision, b.ticket_id).await?;
             let command = TicketCommand::RejectQuote {
                 reason: optional_text("reason", b.reason.as_deref(), MAX_LONG_TEXT)?,
             };
@@ -506,6 +604,7 @@ async fn dispatch(
         }
         "UsePart" => {
             let b: dto::UsePart = parse(body)?;
+            ticket_gate(Action::TicketWork, b.ticket_id).await?;
             let quantity = quantity("quantity", b.quantity, MAX_QUANTITY)?;
             service
                 .use_part(
@@ -519,6 +618,7 @@ async fn dispatch(
         }
         "CompleteRepair" => {
             let b: dto::CompleteRepair = parse(body)?;
+            ticket_gate(Action::TicketWork, b.ticket_id).await?;
             let command = TicketCommand::CompleteRepair {
                 final_cost: money("finalCost", b.final_cost)?,
                 summary: text("summary", &b.summary, MAX_LONG_TEXT)?,
@@ -527,6 +627,7 @@ async fn dispatch(
         }
         "ResolveTicket" => {
             let b: dto::ResolveTicket = parse(body)?;
+            ticket_gate(Action::TicketWork, b.ticket_id).await?;
             let command = TicketCommand::Resolve {
                 resolution: text("resolution", &b.resolution, MAX_LONG_TEXT)?,
             };
@@ -574,6 +675,7 @@ async fn dispatch(
         }
         "ClaimWarranty" => {
             let b: dto::ClaimWarranty = parse(body)?;
+            ticket_gate(Action::TicketWork, b.ticket_id).await?;
             let reason = optional_text("reason", b.reason.as_deref(), MAX_LONG_TEXT)?;
             service
                 .claim_warranty(
@@ -603,11 +705,93 @@ async fn dispatch(
         }
         "SubmitFeedback" => {
             let b: dto::SubmitFeedback = parse(body)?;
+            ticket_gate(Action::CustomerDecision, b.ticket_id).await?;
             let command = TicketCommand::SubmitFeedback {
                 rating: b.rating,
                 comment: optional_text("comment", b.comment.as_deref(), MAX_LONG_TEXT)?,
             };
             ticket(service, b.ticket_id, command, b.expected_version, meta).await
+        }
+        "RegisterUser" => {
+            let b: dto::RegisterUser = parse(body)?;
+            check_password_policy(&b.password)?;
+            let grant = RoleGrant {
+                role: b.role.into(),
+                customer_id: b.customer_id.map(CustomerId::from_uuid),
+                technician_id: b.technician_id.map(TechnicianId::from_uuid),
+            };
+            let command = RegisterUser {
+                user_id: UserId::from_uuid(b.user_id.unwrap_or_else(Uuid::new_v4)),
+                email: Email::parse("email", &b.email)?,
+                name: text("name", &b.name, MAX_NAME)?,
+                grant,
+                password_hash: hash_password(b.password).await?,
+                must_change_password: b.must_change_password.unwrap_or(false),
+            };
+            service
+                .register_user(command, expected(b.expected_version)?, meta)
+                .await
+        }
+        "ChangeUserRole" => {
+            let b: dto::ChangeUserRole = parse(body)?;
+            let grant = RoleGrant {
+                role: b.role.into(),
+                customer_id: b.customer_id.map(CustomerId::from_uuid),
+                technician_id: b.technician_id.map(TechnicianId::from_uuid),
+            };
+            service
+                .change_user_role(
+                    UserId::from_uuid(b.user_id),
+                    grant,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "DeactivateUser" => {
+            let b: dto::DeactivateUser = parse(body)?;
+            if b.user_id == principal.user_id.as_uuid() {
+                return Err(ApiError::Forbidden("deactivate your own account".into()));
+            }
+            let command = UserCommand::Deactivate {
+                reason: optional_text("reason", b.reason.as_deref(), MAX_LONG_TEXT)?,
+            };
+            service
+                .user_command(
+                    UserId::from_uuid(b.user_id),
+                    command,
+                    expected(b.expected_version)?,
+                    meta,
+                )
+                .await
+        }
+        "ChangePassword" => {
+            let b: dto::ChangePassword = parse(body)?;
+            let user_id =
+                UserId::from_uuid(b.user_id.unwrap_or_else(|| principal.user_id.as_uuid()));
+            allow(
+                principal,
+                Action::ChangePasswordOf(user_id),
+                None,
+                "change another user's password",
+            )?;
+            check_password_policy(&b.new_password)?;
+            if user_id == principal.user_id {
+                // Your own password: prove you know the current one.
+                let current = load_user(service.store(), user_id)
+                    .await?
+                    .ok_or(ApiError::NotFound("user"))?;
+                let given = b.current_password.unwrap_or_default();
+                if !verify_password(given, current.password_hash).await {
+                    return Err(ApiError::InvalidCredentials);
+                }
+            }
+            let command = UserCommand::ChangePassword {
+                password_hash: hash_password(b.new_password).await?,
+            };
+            service
+                .user_command(user_id, command, expected(b.expected_version)?, meta)
+                .await
         }
         "AddPart" => {
             let b: dto::AddPart = parse(body)?;

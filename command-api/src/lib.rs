@@ -1,13 +1,17 @@
 //! The command side over HTTP: `POST /commands/{CommandName}` and `GET /openapi.json`.
 
+mod auth;
 mod dto;
 mod error;
 mod handler;
 mod openapi;
 mod service;
+mod session;
 
+pub use auth::{bootstrap_admin, generate_password, hash_password, Authenticated, TokenService};
 pub use error::ApiError;
 pub use service::CommandService;
+pub use session::authenticate;
 
 use std::sync::Arc;
 
@@ -21,11 +25,22 @@ use stream_store::EventStore;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Routes of the command API.
-pub fn router(store: Arc<dyn EventStore>, policy: PriorityPolicy) -> Router {
+pub fn router(
+    store: Arc<dyn EventStore>,
+    policy: PriorityPolicy,
+    tokens: Arc<TokenService>,
+) -> Router {
     let service = Arc::new(CommandService::new(store, policy));
+    let auth = Router::new()
+        .route("/auth/login", post(session::login))
+        .route("/auth/refresh", post(session::refresh))
+        .route("/auth/logout", post(session::logout))
+        .route("/auth/me", get(session::me))
+        .with_state(tokens);
     Router::new()
         .route("/commands/{name}", post(handler::execute))
         .route("/openapi.json", get(openapi::serve))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
+        .merge(auth)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

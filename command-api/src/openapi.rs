@@ -234,9 +234,89 @@ command_doc!(
     dto::AdjustStock,
     "Adjust stock"
 );
+command_doc!(
+    register_user,
+    "/commands/RegisterUser",
+    dto::RegisterUser,
+    "Create a user account (admins)"
+);
+command_doc!(
+    change_user_role,
+    "/commands/ChangeUserRole",
+    dto::ChangeUserRole,
+    "Change a user's role (admins)"
+);
+command_doc!(
+    deactivate_user,
+    "/commands/DeactivateUser",
+    dto::DeactivateUser,
+    "Deactivate a user (admins)"
+);
+command_doc!(
+    change_password,
+    "/commands/ChangePassword",
+    dto::ChangePassword,
+    "Change a password"
+);
+
+/// Sign in.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body(content = crate::session::LoginRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Signed in", body = crate::session::TokenResponse),
+        (status = 400, description = "Malformed body or e-mail (`MALFORMED_REQUEST`, `INVALID_FIELD`)", body = dto::ErrorResponse),
+        (status = 401, description = "Wrong e-mail or password (`INVALID_CREDENTIALS`)", body = dto::ErrorResponse),
+        (status = 429, description = "Too many failed sign-ins for this account or address (`TOO_MANY_ATTEMPTS`)", body = dto::ErrorResponse),
+    )
+)]
+#[allow(dead_code)]
+fn login() {}
+
+/// A fresh token for the same session.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "Renewed", body = crate::session::TokenResponse),
+              (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`)", body = dto::ErrorResponse)))]
+#[allow(dead_code)]
+fn refresh() {}
+
+/// End the session: its tokens are refused from then on.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "Signed out"),
+              (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`)", body = dto::ErrorResponse)))]
+#[allow(dead_code)]
+fn logout() {}
+
+/// Who the token speaks for.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "The signed-in user"),
+              (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`)", body = dto::ErrorResponse)))]
+#[allow(dead_code)]
+fn me() {}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "Ticket ledger command API",
         description = "Commands append events; read with GraphQL at /graphql."
@@ -274,7 +354,15 @@ command_doc!(
         submit_feedback,
         add_part,
         receive_stock,
-        adjust_stock
+        adjust_stock,
+        register_user,
+        change_user_role,
+        deactivate_user,
+        change_password,
+        login,
+        refresh,
+        logout,
+        me
     ),
     components(schemas(
         dto::CommandResponse,

@@ -6,13 +6,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use domain::access::TicketParties;
 use domain::priority::PriorityPolicy;
 use domain::{
     Aggregate, Customer, CustomerCommand, CustomerFacts, CustomerId, Device, DeviceCommand,
     DeviceFacts, DeviceId, DomainError, Email, EventPayload, Money, OnboardTechnician, Part,
     PartCommand, PartEvent, PartFacts, PartId, RaiseTicket, RegisterCustomer, RegisterDevice,
-    ReservationEvent, Technician, TechnicianCommand, TechnicianFacts, TechnicianId, Ticket,
-    TicketCommand, TicketId, TicketNumber, UpdateCustomer,
+    RegisterUser, ReservationEvent, RoleGrant, Technician, TechnicianCommand, TechnicianFacts,
+    TechnicianId, Ticket, TicketCommand, TicketId, TicketNumber, UpdateCustomer, User, UserCommand,
+    UserId,
 };
 use stream_store::{
     read_full_stream, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, NewEvent,
@@ -380,6 +382,71 @@ impl CommandService {
             .await
     }
 
+    // ---- users ----------------------------------------------------------------------
+
+    pub async fn register_user(
+        &self,
+        command: RegisterUser,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        self.check_grant(&command.grant).await?;
+        let stream = stream_of::<User>(command.user_id);
+        let cmd = UserCommand::Register(command.clone());
+        self.probe::<User>(&stream, cmd.clone(), meta).await?;
+        self.reserve_email("user", &command.email, &stream, meta)
+            .await?;
+        self.execute::<User>(&stream, expected, meta, || cmd.clone())
+            .await
+    }
+
+    pub async fn change_user_role(
+        &self,
+        id: UserId,
+        grant: RoleGrant,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        self.check_grant(&grant).await?;
+        self.user_command(id, UserCommand::ChangeRole(grant), expected, meta)
+            .await
+    }
+
+    pub async fn user_command(
+        &self,
+        id: UserId,
+        command: UserCommand,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError> {
+        self.execute::<User>(&stream_of::<User>(id), expected, meta, || command.clone())
+            .await
+    }
+
+    /// The records a role names must exist.
+    async fn check_grant(&self, grant: &RoleGrant) -> Result<(), ApiError> {
+        if let Some(c) = grant.customer_id {
+            if self.customer_facts(c).await?.is_none() {
+                return Err(DomainError::UnknownCustomer.into());
+            }
+        }
+        if let Some(t) = grant.technician_id {
+            if self.technician_facts(t).await?.is_none() {
+                return Err(DomainError::UnknownTechnician.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whose ticket it is, for access decisions; `None` when there is no such ticket.
+    pub async fn ticket_parties(&self, id: TicketId) -> Result<Option<TicketParties>, ApiError> {
+        let (ticket, _) = self.load::<Ticket>(&stream_of::<Ticket>(id)).await?;
+        Ok(ticket.state().map(|t| TicketParties {
+            customer_id: t.customer_id,
+            assignee: t.assignee,
+        }))
+    }
+
     // ---- facts about other aggregates ------------------------------------------------
 
     pub async fn technician_facts(
@@ -587,7 +654,7 @@ impl CommandService {
 
 /// Turns domain events into store events. Event ids derive from the command id, so a retried
 /// command produces the same ids.
-fn encode<E: EventPayload>(events: &[E], command_id: Uuid) -> Vec<NewEvent> {
+pub(crate) fn encode<E: EventPayload>(events: &[E], command_id: Uuid) -> Vec<NewEvent> {
     events
         .iter()
         .enumerate()

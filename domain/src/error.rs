@@ -101,6 +101,16 @@ pub enum DomainError {
     PartAlreadyAdded,
     #[error("no spare part with this id")]
     UnknownPart,
+    #[error("the password must be 8 to 128 characters and contain at least one symbol")]
+    WeakPassword,
+    #[error("this user account already exists")]
+    UserAlreadyRegistered,
+    #[error("this user account is deactivated")]
+    UserInactive,
+    #[error("a customer account must name its customer record (customerId)")]
+    RoleNeedsCustomer,
+    #[error("a technician account must name its technician record (technicianId)")]
+    RoleNeedsTechnician,
     #[error("not enough stock: {available} available, {requested} requested")]
     InsufficientStock { available: u32, requested: u32 },
 }
@@ -149,6 +159,11 @@ impl DomainError {
             Self::PartAlreadyAdded => "PART_ALREADY_ADDED",
             Self::UnknownPart => "UNKNOWN_PART",
             Self::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
+            Self::WeakPassword => "WEAK_PASSWORD",
+            Self::UserAlreadyRegistered => "USER_ALREADY_REGISTERED",
+            Self::UserInactive => "USER_INACTIVE",
+            Self::RoleNeedsCustomer => "ROLE_NEEDS_CUSTOMER",
+            Self::RoleNeedsTechnician => "ROLE_NEEDS_TECHNICIAN",
         }
     }
 }

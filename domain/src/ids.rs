@@ -55,3 +55,7 @@ id_type!(
     /// Identity of a payment on a ticket.
     PaymentId
 );
+id_type!(
+    /// Identity of a user account.
+    UserId
+);

@@ -4,6 +4,7 @@
 //! infallible `evolve(state, &event) -> state`. Nothing here performs IO or reads the clock: time,
 //! ids and facts about other aggregates arrive as arguments.
 
+pub mod access;
 mod aggregate;
 mod customer;
 mod device;
@@ -17,6 +18,7 @@ mod reservation;
 mod rules_tests;
 mod technician;
 mod ticket;
+mod user;
 mod values;
 
 pub use aggregate::{replay, Aggregate};
@@ -29,7 +31,7 @@ pub use device::{
 };
 pub use error::{DomainError, ValueError};
 pub use event::{DecodeError, EventPayload};
-pub use ids::{CustomerId, DeviceId, NoteId, PartId, PaymentId, TechnicianId, TicketId};
+pub use ids::{CustomerId, DeviceId, NoteId, PartId, PaymentId, TechnicianId, TicketId, UserId};
 pub use part::{AddPart, Part, PartCommand, PartEvent, PartState};
 pub use reservation::ReservationEvent;
 pub use technician::{OnboardTechnician, Technician, TechnicianCommand, TechnicianEvent};
@@ -37,6 +39,7 @@ pub use ticket::{
     CustomerFacts, Decision, DeviceFacts, Feedback, PartFacts, PartLine, Quote, RaiseTicket,
     TechnicianFacts, Ticket, TicketCommand, TicketEvent, TicketState, TicketStatus, WarrantyClaim,
 };
+pub use user::{PasswordHash, RegisterUser, RoleGrant, User, UserCommand, UserEvent, UserState};
 pub use values::{
     Category, Email, Impact, Money, PaymentMethod, Phone, SerialNumber, Severity, Text,
     TicketNumber, Tier, Visibility,

@@ -18,6 +18,8 @@ impl Projector for AuditLog {
     }
 
     async fn apply(&self, tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
+        // Auditors read everything but password hashes.
+        let data = redact(&e.data);
         sqlx::query!(
             "INSERT INTO audit_log (position, stream_id, version, event_id, event_type,
                                     schema_version, actor_id, actor_role, command_id,
@@ -35,10 +37,24 @@ impl Projector for AuditLog {
             e.correlation_id,
             e.causation_id,
             e.recorded_at,
-            e.data
+            data
         )
         .execute(tx)
         .await?;
         Ok(())
+    }
+}
+
+fn redact(data: &serde_json::Value) -> serde_json::Value {
+    match data {
+        serde_json::Value::Object(map) if map.contains_key("passwordHash") => {
+            let mut map = map.clone();
+            map.insert(
+                "passwordHash".into(),
+                serde_json::Value::String("[redacted]".into()),
+            );
+            serde_json::Value::Object(map)
+        }
+        other => other.clone(),
     }
 }

@@ -70,6 +70,7 @@ impl AuditQueries {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<AuditEntry>> {
+        crate::access::require_overview(ctx, "read the audit log")?;
         let pool = ctx.data::<PgPool>()?;
         let f = filter.unwrap_or_default();
         let (offset, limit) = window(first, after)?;
@@ -142,6 +143,7 @@ impl AuditQueries {
 
     /// Each projection's checkpoint, the store's head and the lag between them.
     async fn projection_status(&self, ctx: &Context<'_>) -> Result<Vec<ProjectionStatus>> {
+        crate::access::require_overview(ctx, "read projection status")?;
         let pool = ctx.data::<PgPool>()?;
         let store = ctx.data::<Arc<dyn EventStore>>()?;
         let head = store.head().await.map_err(gql)?;

@@ -93,6 +93,11 @@ impl Device {
         version: Option<i64>,
         time: Option<DateTime<Utc>>,
     ) -> Result<Option<DeviceSnapshot>> {
+        if !crate::access::principal(ctx)?.role.is_staff() {
+            return Err(gql(crate::QueryError::Forbidden(
+                "read a device's raw history",
+            )));
+        }
         let store = ctx.data::<std::sync::Arc<dyn stream_store::EventStore>>()?;
         let id = parse_id(&self.id)?;
         let stream = stream_store::StreamId::for_aggregate("device", id);
@@ -257,10 +262,15 @@ struct DeviceQuery {
 
 async fn query_devices(
     ctx: &Context<'_>,
-    q: DeviceQuery,
+    mut q: DeviceQuery,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<Device>, i64)> {
+    let who = crate::access::principal(ctx)?;
+    if who.role == domain::access::Role::Customer {
+        // Customers see their own devices only.
+        q.customer = Some(who.customer_id.map_or(Uuid::nil(), |c| c.as_uuid()));
+    }
     let pool = ctx.data::<PgPool>()?;
     let soon = i32::try_from(ctx.data::<Settings>()?.expiring_soon_days).unwrap_or(30);
     let today = Utc::now().date_naive();
@@ -417,7 +427,13 @@ pub struct DeviceQueries;
 #[Object]
 impl DeviceQueries {
     async fn device(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Device>> {
-        device_by_id(ctx, parse_id(&id)?).await
+        let id = parse_id(&id)?;
+        let device = device_by_id(ctx, id).await?;
+        if device.is_none() && !crate::access::principal(ctx)?.role.is_staff() {
+            // Not theirs (or not there): a customer learns nothing either way.
+            return Err(gql(crate::QueryError::Forbidden("read this device")));
+        }
+        Ok(device)
     }
 
     /// Devices, filtered, soonest warranty expiry first.
@@ -482,6 +498,9 @@ impl DeviceQueries {
 
     /// Counters of the billing and delivery board.
     async fn billing_board(&self, ctx: &Context<'_>) -> Result<BillingBoard> {
+        if !crate::access::principal(ctx)?.role.is_staff() {
+            return Err(gql(crate::QueryError::Forbidden("read the billing board")));
+        }
         let pool = ctx.data::<PgPool>()?;
         let today = Utc::now().date_naive();
         let r = sqlx::query!(

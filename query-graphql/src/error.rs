@@ -6,6 +6,12 @@ pub enum QueryError {
     /// BAD_USER_INPUT
     #[error("{0}")]
     BadInput(String),
+    /// UNAUTHENTICATED: no valid token.
+    #[error("sign in first: POST /auth/login, then send Authorization: Bearer <token>")]
+    Unauthenticated,
+    /// FORBIDDEN: the role may not read this.
+    #[error("your role may not {0}")]
+    Forbidden(&'static str),
     /// INTERNAL: logged here with its cause, answered with a generic message.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -15,6 +21,8 @@ impl QueryError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadInput(_) => "BAD_USER_INPUT",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::Internal(_) => "INTERNAL",
         }
     }

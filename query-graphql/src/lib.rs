@@ -1,6 +1,7 @@
 //! The read side: GraphQL over the read models (histories straight from the store), live
 //! updates over WebSocket, and the reports as CSV files. Never writes.
 
+mod access;
 mod audit;
 mod devices;
 mod error;
@@ -19,15 +20,19 @@ pub use types::MAX_PAGE;
 
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql::{ErrorExtensions, ServerError};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
-use axum::extract::State;
+use std::sync::Arc;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::{Data, ErrorExtensions, ServerError};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::{State, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
+use domain::access::Principal;
 use domain::priority::PriorityPolicy;
+use futures::future::BoxFuture;
 use sqlx::PgPool;
 
 /// What queries need to know of the configuration.
@@ -45,10 +50,16 @@ pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 /// Longest a query may run.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Checks a bearer token for WebSocket connections (whose token arrives in `connection_init`).
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Principal>>;
+}
+
 #[derive(Clone)]
 struct GraphqlState {
     schema: LedgerSchema,
     freshness: Freshness,
+    authenticator: Arc<dyn Authenticator>,
 }
 
 /// `GET /graphql` serves GraphiQL; `POST /graphql` answers queries; `/graphql/ws` serves
@@ -58,14 +69,19 @@ pub fn router(
     pool: PgPool,
     settings: Settings,
     freshness: Freshness,
+    authenticator: Arc<dyn Authenticator>,
 ) -> Router {
     let state = GraphqlState {
-        schema: schema.clone(),
+        schema,
         freshness,
+        authenticator,
     };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql).with_state(state))
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route(
+            "/graphql",
+            get(graphiql).post(graphql).with_state(state.clone()),
+        )
+        .route("/graphql/ws", get(websocket).with_state(state))
         .route(
             "/reports/{file}",
             get(reports::csv_report).with_state((pool, settings)),
@@ -83,9 +99,14 @@ fn error_response(message: &str, code: &'static str) -> GraphQLResponse {
 /// in `X-Ledger-Position`, and within the query timeout.
 async fn graphql(
     State(state): State<GraphqlState>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
+    let mut request = request.into_inner();
+    if let Some(Extension(principal)) = principal {
+        request = request.data(principal);
+    }
     if let Some(value) = headers.get(POSITION_HEADER) {
         let Some(position) = value
             .to_str()
@@ -112,13 +133,51 @@ async fn graphql(
             }
         }
     }
-    match tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute(request.into_inner())).await {
+    match tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute(request)).await {
         Ok(response) => response.into(),
         Err(_) => error_response(
             &format!("the query ran longer than {QUERY_TIMEOUT:?}"),
             "TIMEOUT",
         ),
     }
+}
+
+/// Subscriptions over WebSocket (graphql-ws, and the older subscriptions-transport-ws). The
+/// token comes in the upgrade request's `Authorization` header or in `connection_init`'s
+/// payload as `{"Authorization": "Bearer …"}`.
+async fn websocket(
+    State(state): State<GraphqlState>,
+    principal: Option<Extension<Principal>>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let GraphqlState {
+        schema,
+        authenticator,
+        ..
+    } = state;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload: serde_json::Value| async move {
+                    let mut data = Data::default();
+                    let token = ["Authorization", "authorization"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+                        .map(|v| v.trim_start_matches("Bearer ").trim().to_owned());
+                    match (token, principal) {
+                        (Some(token), _) => match authenticator.authenticate(&token).await {
+                            Some(p) => data.insert(p),
+                            None => return Err("the token is invalid or expired".into()),
+                        },
+                        (None, Some(Extension(p))) => data.insert(p),
+                        (None, None) => {}
+                    }
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 async fn graphiql() -> impl IntoResponse {

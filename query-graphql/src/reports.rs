@@ -260,6 +260,7 @@ impl ReportQueries {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Kpis> {
+        crate::access::require_overview(ctx, "read reports")?;
         let settings = ctx.data::<Settings>()?;
         kpis(ctx.data::<PgPool>()?, &settings.policy, Range { from, to })
             .await
@@ -273,6 +274,7 @@ impl ReportQueries {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<StatusCount>> {
+        crate::access::require_overview(ctx, "read reports")?;
         status_distribution(ctx.data::<PgPool>()?, Range { from, to })
             .await
             .map_err(gql)
@@ -284,6 +286,7 @@ impl ReportQueries {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<WarrantyStatistics> {
+        crate::access::require_overview(ctx, "read reports")?;
         let settings = ctx.data::<Settings>()?;
         warranty_statistics(
             ctx.data::<PgPool>()?,
@@ -304,6 +307,7 @@ impl ReportQueries {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<TechnicianPerformance>> {
+        crate::access::require_overview(ctx, "read reports")?;
         let settings = ctx.data::<Settings>()?;
         let (offset, limit) = window(first, after)?;
         let all = technician_performance(
@@ -326,6 +330,11 @@ impl ReportQueries {
     /// One technician with their metrics over all their tickets.
     async fn technician(&self, ctx: &Context<'_>, id: ID) -> Result<Option<TechnicianPerformance>> {
         let id = crate::tickets::parse_id(&id)?;
+        let who = crate::access::principal(ctx)?;
+        let own = who.technician_id.map(|t| t.as_uuid()) == Some(id);
+        if !own {
+            crate::access::require_overview(ctx, "read another technician's metrics")?;
+        }
         let settings = ctx.data::<Settings>()?;
         let rows = technician_performance(
             ctx.data::<PgPool>()?,
@@ -342,9 +351,27 @@ impl ReportQueries {
 /// `GET /reports/{name}.csv?from=&to=`
 pub(crate) async fn csv_report(
     State((pool, settings)): State<(PgPool, Settings)>,
+    principal: Option<axum::Extension<domain::access::Principal>>,
     Path(file): Path<String>,
     Query(range): Query<Range>,
 ) -> Response {
+    match principal.map(|p| p.0.role) {
+        None => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "sign in first: POST /auth/login, then send Authorization: Bearer <token>",
+            )
+        }
+        Some(domain::access::Role::Admin | domain::access::Role::Auditor) => {}
+        Some(_) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "your role may not read reports",
+            )
+        }
+    }
     match render_csv(&pool, &settings, &file, range).await {
         Ok(Some(body)) => (
             StatusCode::OK,

@@ -63,6 +63,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         technician_id: Option<ID>,
     ) -> Result<impl Stream<Item = QueueChange>> {
+        crate::tickets::queue_access(ctx, technician_id.as_ref())?;
         let technician = technician_id.as_ref().map(parse_id).transpose()?;
         let pool = ctx.data::<PgPool>()?.clone();
         let settings = ctx.data::<Settings>()?.clone();

@@ -8,12 +8,14 @@ use sqlx::PgPool;
 use stream_store::{read_full_stream, EventStore, RecordedEvent, StreamId};
 use uuid::Uuid;
 
+use crate::access::{principal, require_ticket};
 use crate::error::{gql, QueryError};
 use crate::types::{
     page, window, CustomerTier, Decision, Money, NoteVisibility, Page, PriorityLevel, Severity,
     TicketCategory, TicketStatus,
 };
 use crate::Settings;
+use domain::access::{Role, TicketParties};
 
 pub fn parse_id(id: &ID) -> Result<Uuid> {
     Uuid::parse_str(id.as_str()).map_err(|_| {
@@ -69,6 +71,8 @@ pub struct Ticket {
     pub assignee: Option<PartyRef>,
     #[graphql(skip)]
     pub device_id: Option<Uuid>,
+    #[graphql(skip)]
+    pub parties: TicketParties,
     /// The priority now: it ages up while the ticket waits.
     pub priority: Priority,
     /// The priority engine's assessment when the ticket was raised.
@@ -238,6 +242,10 @@ impl From<TicketRow> for Ticket {
                 name: r.assignee_name.unwrap_or_default(),
             }),
             device_id: r.device_id,
+            parties: TicketParties {
+                customer_id: domain::CustomerId::from_uuid(r.customer_id),
+                assignee: r.assignee_id.map(domain::TechnicianId::from_uuid),
+            },
             priority: Priority {
                 score: r.score,
                 level: PriorityLevel::from_db(&r.level),
@@ -288,9 +296,10 @@ impl From<TicketRow> for Ticket {
 
 #[ComplexObject]
 impl Ticket {
-    /// Notes, oldest first.
+    /// Notes, oldest first. Customers see only public ones.
     async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
         let pool = ctx.data::<PgPool>()?;
+        let staff = principal(ctx)?.role.is_staff();
         let id = parse_id(&self.id)?;
         let rows = sqlx::query!(
             "SELECT note_id, text, visibility, actor_id, added_at FROM ticket_notes
@@ -302,6 +311,7 @@ impl Ticket {
         .map_err(gql)?;
         Ok(rows
             .into_iter()
+            .filter(|r| staff || r.visibility != "internal")
             .map(|r| Note {
                 id: ID(r.note_id.to_string()),
                 text: r.text,
@@ -383,6 +393,7 @@ impl Ticket {
         version: Option<i64>,
         time: Option<DateTime<Utc>>,
     ) -> Result<Option<TicketSnapshot>> {
+        staff_only(ctx)?;
         let store = ctx.data::<Arc<dyn EventStore>>()?;
         let id = parse_id(&self.id)?;
         let events = read_full_stream(&**store, &StreamId::for_aggregate("ticket", id))
@@ -398,6 +409,7 @@ impl Ticket {
 
     /// Every event of the ticket's stream, read from the store (not from a read model).
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEvent>> {
+        staff_only(ctx)?;
         let store = ctx.data::<Arc<dyn EventStore>>()?;
         let id = parse_id(&self.id)?;
         let stream = StreamId::for_aggregate("ticket", id);
@@ -437,6 +449,30 @@ impl TicketSnapshot {
             balance: Money(s.balance().minor_units()),
             state: Json(serde_json::to_value(s).unwrap_or_default()),
         }
+    }
+}
+
+/// Queues are staff views; a technician sees their own and the unassigned one.
+pub(crate) fn queue_access(ctx: &Context<'_>, technician_id: Option<&ID>) -> Result<()> {
+    let who = principal(ctx)?;
+    let technician = technician_id.map(parse_id).transpose()?;
+    match who.role {
+        Role::Admin | Role::Auditor => Ok(()),
+        Role::Technician
+            if technician.is_none() || technician == who.technician_id.map(|t| t.as_uuid()) =>
+        {
+            Ok(())
+        }
+        _ => Err(gql(QueryError::Forbidden("read this queue"))),
+    }
+}
+
+/// The raw history holds staff-only facts (internal notes): staff only.
+fn staff_only(ctx: &Context<'_>) -> Result<()> {
+    if principal(ctx)?.role.is_staff() {
+        Ok(())
+    } else {
+        Err(gql(QueryError::Forbidden("read a ticket's raw history")))
     }
 }
 
@@ -550,6 +586,16 @@ async fn list(
 ) -> Result<Page<Ticket>> {
     let pool = ctx.data::<PgPool>()?;
     let settings = ctx.data::<Settings>()?;
+    let who = principal(ctx)?;
+    // Customers see their own tickets; technicians theirs and the unassigned ones.
+    let scope_customer = match who.role {
+        Role::Customer => Some(who.customer_id.map_or(Uuid::nil(), |c| c.as_uuid())),
+        _ => None,
+    };
+    let scope_technician = match who.role {
+        Role::Technician => Some(who.technician_id.map_or(Uuid::nil(), |t| t.as_uuid())),
+        _ => None,
+    };
     let policy = serde_json::to_value(&settings.policy)
         .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
     let (offset, limit) = window(first, after)?;
@@ -583,6 +629,8 @@ async fn list(
              AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
              AND ($9::timestamptz IS NULL OR t.raised_at < $9)
              AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)
+             AND ($16::uuid IS NULL OR t.customer_id = $16)
+             AND ($17::uuid IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $17)
            ORDER BY CASE WHEN $11 THEN priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) ELSE 0 END DESC,
                     t.raised_position
            LIMIT $14 OFFSET $15"#,
@@ -600,7 +648,9 @@ async fn list(
         now,
         policy,
         limit + 1,
-        offset
+        offset,
+        scope_customer,
+        scope_technician
     )
     .fetch_all(pool)
     .await
@@ -618,7 +668,9 @@ async fn list(
                                            AND ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $12) < $11))
              AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
              AND ($9::timestamptz IS NULL OR t.raised_at < $9)
-             AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)"#,
+             AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)
+             AND ($13::uuid IS NULL OR t.customer_id = $13)
+             AND ($14::uuid IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $14)"#,
         q.statuses.as_deref(),
         q.category,
         q.level,
@@ -630,7 +682,9 @@ async fn list(
         q.to,
         q.search,
         now,
-        policy
+        policy,
+        scope_customer,
+        scope_technician
     )
     .fetch_one(pool)
     .await
@@ -694,6 +748,7 @@ impl TicketQueries {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Ticket>> {
+        queue_access(ctx, technician_id.as_ref())?;
         let mut filter = filter.unwrap_or_default();
         filter.status = Some(filter.status.unwrap_or_else(|| ACTIVE.to_vec()));
         match technician_id {
@@ -715,9 +770,7 @@ impl TicketQueries {
         ctx: &Context<'_>,
         technician_id: Option<ID>,
     ) -> Result<Option<Ticket>> {
-        if let Some(id) = &technician_id {
-            parse_id(id)?;
-        }
+        queue_access(ctx, technician_id.as_ref())?;
         let filter = TicketFilter {
             status: Some(vec![TicketStatus::Open]),
             unassigned: Some(true),
@@ -741,6 +794,7 @@ impl TicketQueries {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Page<Ticket>> {
+        queue_access(ctx, None)?;
         let filter = TicketFilter {
             status: Some(ACTIVE.to_vec()),
             overdue: Some(true),
@@ -774,7 +828,13 @@ async fn one(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    load(ctx.data::<PgPool>()?, ctx.data::<Settings>()?, id, number).await
+    let ticket = load(ctx.data::<PgPool>()?, ctx.data::<Settings>()?, id, number).await?;
+    if let Some(t) = &ticket {
+        require_ticket(ctx, t.parties)?;
+    } else {
+        principal(ctx)?;
+    }
+    Ok(ticket)
 }
 
 /// One ticket by id or number, outside of a request's context (subscriptions).

@@ -6,17 +6,61 @@ use serde_json::{json, Value};
 
 use crate::harness::{eventually, fresh_database, LedgerProcess};
 
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     pub base: String,
+    pub token: Option<String>,
 }
 
 impl Api {
-    pub fn new(base: &str) -> Self {
+    /// Without a token.
+    pub fn anonymous(base: &str) -> Self {
         Api {
             http: reqwest::Client::new(),
             base: base.to_owned(),
+            token: None,
         }
+    }
+
+    /// Signed in with `email` and `password`.
+    pub async fn login(base: &str, email: &str, password: &str) -> Self {
+        let mut api = Api::anonymous(base);
+        let response = api
+            .http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), 200, "login as {email}");
+        let body: Value = response.json().await.unwrap();
+        api.token = Some(body["accessToken"].as_str().unwrap().to_owned());
+        api
+    }
+
+    /// Signed in as the first admin.
+    pub async fn admin(base: &str) -> Self {
+        Api::login(
+            base,
+            crate::harness::ADMIN_EMAIL,
+            crate::harness::ADMIN_PASSWORD,
+        )
+        .await
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.authorize(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn command(&self, name: &str, body: Value) -> (u16, Value) {
@@ -25,8 +69,7 @@ impl Api {
 
     pub async fn raw(&self, name: &str, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
         let mut request = self
-            .http
-            .post(format!("{}/commands/{name}", self.base))
+            .authorize(self.http.post(format!("{}/commands/{name}", self.base)))
             .header("content-type", "application/json")
             .body(body);
         for (k, v) in headers {
@@ -39,8 +82,7 @@ impl Api {
 
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
         let response = self
-            .http
-            .post(format!("{}/graphql", self.base))
+            .authorize(self.http.post(format!("{}/graphql", self.base)))
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await
@@ -106,7 +148,7 @@ impl Api {
 async fn start() -> (LedgerProcess, Api) {
     let url = fresh_database().await;
     let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
-    let api = Api::new(&ledger.base_url);
+    let api = Api::admin(&ledger.base_url).await;
     (ledger, api)
 }
 
@@ -219,7 +261,7 @@ async fn a_ticket_goes_from_raised_to_closed_and_graphql_shows_it() {
             .collect::<Vec<_>>(),
         [1, 2, 3, 4, 5]
     );
-    assert_eq!(history[0]["actor"]["role"], "anonymous");
+    assert_eq!(history[0]["actor"]["role"], "admin");
     assert_eq!(
         history[3]["data"]["resolution"],
         "Replaced the charging port"

@@ -13,13 +13,14 @@ use crate::harness::{fresh_database, LedgerProcess};
 async fn start() -> (LedgerProcess, Api) {
     let url = fresh_database().await;
     let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
-    let api = Api::new(&ledger.base_url);
+    let api = Api::admin(&ledger.base_url).await;
     (ledger, api)
 }
 
 async fn graphql_at(api: &Api, position: &str, query: &str, variables: Value) -> Value {
     reqwest::Client::new()
         .post(format!("{}/graphql", api.base))
+        .bearer_auth(api.token.as_deref().unwrap_or_default())
         .header("X-Ledger-Position", position)
         .json(&json!({ "query": query, "variables": variables }))
         .send()
@@ -91,7 +92,10 @@ impl WsClient {
             .await
             .expect("websocket");
         let mut client = WsClient { socket };
-        client.send(json!({ "type": "connection_init" })).await;
+        let token = format!("Bearer {}", api.token.as_deref().unwrap_or_default());
+        client
+            .send(json!({ "type": "connection_init", "payload": { "Authorization": token } }))
+            .await;
         assert_eq!(
             client.next(Duration::from_secs(5)).await.expect("ack")["type"],
             "connection_ack"

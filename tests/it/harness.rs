@@ -132,6 +132,10 @@ where
     }
 }
 
+/// The first admin's e-mail and password in every test process.
+pub const ADMIN_EMAIL: &str = "admin@ledger.local";
+pub const ADMIN_PASSWORD: &str = "Admin-pass-1!";
+
 /// A running `ledger serve` process.
 pub struct LedgerProcess {
     child: Option<Child>,
@@ -148,7 +152,9 @@ impl LedgerProcess {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args);
-        cmd.env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+        cmd.env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .env("LEDGER_ADMIN_PASSWORD", ADMIN_PASSWORD);
         for (k, v) in env {
             cmd.env(k, v);
         }

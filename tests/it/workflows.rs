@@ -19,7 +19,7 @@ async fn desk() -> Desk {
     let url = fresh_database().await;
     let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
     Desk {
-        api: Api::new(&ledger.base_url),
+        api: Api::admin(&ledger.base_url).await,
         url,
         _ledger: ledger,
     }

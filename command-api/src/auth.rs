@@ -1,0 +1,351 @@
+//! Sign-in: argon2 password hashes, short-lived signed tokens (JWT, HS256), sessions recorded as
+//! events on the user's stream (so sign-in and sign-out are in the audit trail), and a brake on
+//! repeated failures.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::{DateTime, Utc};
+use domain::access::Principal;
+use domain::{
+    Aggregate, Email, EventPayload, PasswordHash, ReservationEvent, User, UserId, UserState,
+};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use stream_store::{read_full_stream, EventStore, StreamId};
+use uuid::Uuid;
+
+use crate::ApiError;
+
+/// How long an access token lives.
+pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Failed sign-ins allowed per account or per address within `FAILURE_WINDOW`.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// How long an account or address stays locked after too many failures.
+const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    sid: Uuid,
+    role: String,
+    iat: i64,
+    exp: i64,
+    /// Issue time in milliseconds: credentials changed after it invalidate the token.
+    iat_ms: i64,
+}
+
+/// Who a valid token speaks for, and what they must do first.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub session_id: Uuid,
+    pub must_change_password: bool,
+}
+
+/// Why a token is refused (all answer 401).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("the token is invalid or expired")]
+    Invalid,
+    #[error("the session has ended; sign in again")]
+    Ended,
+}
+
+/// Issues and checks tokens; verifies passwords.
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    store: Arc<dyn EventStore>,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+struct Failures {
+    count: u32,
+    since: Instant,
+    locked_until: Option<Instant>,
+}
+
+impl TokenService {
+    pub fn new(secret: &[u8], store: Arc<dyn EventStore>) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            store,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &dyn EventStore {
+        &*self.store
+    }
+
+    /// A signed token for a session of `user`.
+    pub fn issue(
+        &self,
+        user: &UserState,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: user.id.as_uuid(),
+            sid: session_id,
+            role: user.grant.role.label().to_owned(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(900),
+            iat_ms: now.timestamp_millis(),
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))
+    }
+
+    /// Checks the token's signature and expiry, then the account as it is now: active, the
+    /// session not ended, credentials unchanged since the token was issued.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        let claims = decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|_| AuthError::Invalid)?
+            .claims;
+        let user = load_user(&*self.store, UserId::from_uuid(claims.sub))
+            .await
+            .map_err(|_| AuthError::Invalid)?
+            .ok_or(AuthError::Invalid)?;
+        if !user.active || user.ended_sessions.contains(&claims.sid) {
+            return Err(AuthError::Ended);
+        }
+        if claims.iat_ms < user.credentials_changed_at.timestamp_millis() {
+            return Err(AuthError::Ended);
+        }
+        Ok(Authenticated {
+            principal: principal_of(&user),
+            session_id: claims.sid,
+            must_change_password: user.must_change_password,
+        })
+    }
+
+    /// Refuses when `keys` (the account, the address) failed too often lately.
+    pub fn check_throttle(&self, keys: &[String]) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let failures = self
+            .failures
+            .lock()
+            .map_err(|_| ApiError::Internal("throttle lock".into()))?;
+        for key in keys {
+            if let Some(f) = failures.get(key) {
+                if let Some(until) = f.locked_until.filter(|u| *u > now) {
+                    return Err(ApiError::TooManyAttempts {
+                        retry_after: until.duration_since(now).as_secs().max(1),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn record_failure(&self, keys: &[String]) {
+        let now = Instant::now();
+        if let Ok(mut failures) = self.failures.lock() {
+            // Forget stale entries so the map stays small.
+            failures.retain(|_, f| {
+                now.duration_since(f.since) < FAILURE_WINDOW
+                    || f.locked_until.is_some_and(|u| u > now)
+            });
+            for key in keys {
+                let f = failures.entry(key.clone()).or_insert(Failures {
+                    count: 0,
+                    since: now,
+                    locked_until: None,
+                });
+                if now.duration_since(f.since) >= FAILURE_WINDOW {
+                    *f = Failures {
+                        count: 0,
+                        since: now,
+                        locked_until: None,
+                    };
+                }
+                f.count += 1;
+                if f.count >= MAX_FAILURES {
+                    f.locked_until = Some(now + LOCKOUT);
+                }
+            }
+        }
+    }
+
+    pub fn record_success(&self, keys: &[String]) {
+        if let Ok(mut failures) = self.failures.lock() {
+            for key in keys {
+                failures.remove(key);
+            }
+        }
+    }
+}
+
+pub fn principal_of(user: &UserState) -> Principal {
+    Principal {
+        user_id: user.id,
+        role: user.grant.role,
+        customer_id: user.grant.customer_id,
+        technician_id: user.grant.technician_id,
+    }
+}
+
+/// The user account, if registered.
+pub async fn load_user(store: &dyn EventStore, id: UserId) -> Result<Option<UserState>, ApiError> {
+    let events = read_full_stream(store, &StreamId::for_aggregate(User::STREAM_PREFIX, id)).await?;
+    let mut user = User::default();
+    for e in &events {
+        if let Some(event) =
+            domain::UserEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+                .map_err(|err| ApiError::Internal(err.to_string()))?
+        {
+            user = user.evolve(&event);
+        }
+    }
+    Ok(user.state().cloned())
+}
+
+/// The account registered with `email`, through the e-mail's reservation stream.
+pub async fn user_by_email(
+    store: &dyn EventStore,
+    email: &Email,
+) -> Result<Option<UserState>, ApiError> {
+    let key = StreamId::new(format!("user-email-{}", email.as_str()))?;
+    let claims = read_full_stream(store, &key).await?;
+    let holder = claims.last().and_then(|e| {
+        ReservationEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+            .ok()
+            .flatten()
+            .and_then(|r| r.holder().map(str::to_owned))
+    });
+    let Some(id) = holder
+        .as_deref()
+        .and_then(|h| h.strip_prefix("user-"))
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        return Ok(None);
+    };
+    load_user(store, UserId::from_uuid(id)).await
+}
+
+/// Hashes a password with argon2id and a random salt (CPU-heavy: runs off the async threads).
+pub async fn hash_password(password: String) -> Result<PasswordHash, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| PasswordHash::new(h.to_string()))
+            .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// Whether `password` matches `hash` (constant-time inside argon2).
+pub async fn verify_password(password: String, hash: PasswordHash) -> bool {
+    tokio::task::spawn_blocking(move || {
+        argon2::password_hash::PasswordHash::new(hash.as_str())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A random password that meets the policy, for first accounts and demo data.
+pub fn generate_password() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!(
+        "{}-{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 10),
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 6)
+    )
+}
+
+/// Creates the first admin account, once per database: returns its e-mail and password (and
+/// whether the password was generated, so must be changed) when this call created it.
+pub async fn bootstrap_admin(
+    service: &crate::CommandService,
+    email: &str,
+    password: Option<String>,
+) -> Result<Option<(String, String, bool)>, ApiError> {
+    use domain::access::Role;
+    use domain::{RegisterUser, RoleGrant, Text};
+    use stream_store::{Actor, CommandMetadata, ExpectedVersion, NewEvent, StoreError};
+
+    let marker = StreamId::new("ledger-bootstrap")?;
+    if !read_full_stream(service.store(), &marker).await?.is_empty() {
+        return Ok(None);
+    }
+    let email = Email::parse("email", email)?;
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(generate_password);
+    domain::access::check_password_policy(&password)?;
+    let user_id = UserId::from_uuid(Uuid::new_v4());
+    let command_id = Uuid::new_v4();
+    let meta = CommandMetadata {
+        command_id,
+        correlation_id: command_id,
+        causation_id: command_id,
+        actor: Actor {
+            id: "system".into(),
+            role: "system".into(),
+        },
+        recorded_at: Utc::now(),
+    };
+    let claim = ReservationEvent::KeyReserved {
+        key: "first-admin".into(),
+        owner: format!("user-{user_id}"),
+        reserved_at: meta.recorded_at,
+    };
+    let event = NewEvent {
+        event_id: Uuid::new_v5(&command_id, b"bootstrap"),
+        event_type: claim.event_type().to_owned(),
+        schema_version: claim.schema_version(),
+        data: claim.to_data(),
+    };
+    let bootstrap_meta = CommandMetadata {
+        command_id: Uuid::new_v5(&command_id, b"bootstrap"),
+        ..meta.clone()
+    };
+    match service
+        .store()
+        .append(
+            &marker,
+            ExpectedVersion::NoStream,
+            vec![event],
+            &bootstrap_meta,
+        )
+        .await
+    {
+        Ok(_) => {}
+        // Another process bootstrapped first.
+        Err(StoreError::Conflict { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let register = RegisterUser {
+        user_id,
+        email: email.clone(),
+        name: Text::parse("name", "Administrator", 200)?,
+        grant: RoleGrant {
+            role: Role::Admin,
+            customer_id: None,
+            technician_id: None,
+        },
+        password_hash: hash_password(password.clone()).await?,
+        must_change_password: generated,
+    };
+    service.register_user(register, None, &meta).await?;
+    Ok(Some((email.as_str().to_owned(), password, generated)))
+}

@@ -1,0 +1,258 @@
+//! `POST /auth/login`, `/auth/refresh`, `/auth/logout`, `GET /auth/me`, and the middleware that
+//! turns a bearer token into the request's `Authenticated` extension.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::Utc;
+use domain::{Aggregate, Email, User, UserCommand};
+use serde::{Deserialize, Serialize};
+use stream_store::{Actor, CommandMetadata, ExpectedVersion, StreamId};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::{
+    load_user, principal_of, user_by_email, verify_password, AuthError, Authenticated,
+    TokenService, TOKEN_TTL,
+};
+use crate::ApiError;
+
+/// Reads `Authorization: Bearer …`; a valid token adds `Authenticated` to the request, an
+/// invalid one is refused with 401 here; without a header the request goes on anonymous and
+/// each endpoint decides.
+pub async fn authenticate(
+    State(tokens): State<Arc<TokenService>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Some(value) = request.headers().get(AUTHORIZATION) {
+        let token = value.to_str().ok().and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+        let Some(token) = token else {
+            return ApiError::Unauthenticated("Authorization must be `Bearer <token>`".into())
+                .into_response();
+        };
+        match tokens.authenticate(token.trim()).await {
+            Ok(auth) => {
+                request.extensions_mut().insert(auth.principal.clone());
+                request.extensions_mut().insert(auth);
+            }
+            Err(e) => return ApiError::Unauthenticated(e.to_string()).into_response(),
+        }
+    }
+    next.run(request).await
+}
+
+/// The token in `headers`, checked (for endpoints outside the middleware).
+pub async fn bearer(
+    tokens: &TokenService,
+    headers: &HeaderMap,
+) -> Result<Authenticated, AuthError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(AuthError::Missing)?;
+    tokens.authenticate(token.trim()).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoginRequest {
+    #[schema(example = "admin@ledger.local")]
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires; renew before with `POST /auth/refresh`.
+    pub expires_in: u64,
+    pub user_id: Uuid,
+    pub role: &'static str,
+    pub customer_id: Option<Uuid>,
+    pub technician_id: Option<Uuid>,
+    /// A one-time password must be changed (ChangePassword) before anything else.
+    pub must_change_password: bool,
+}
+
+fn meta_for(user: &domain::UserState, command_id: Uuid) -> CommandMetadata {
+    CommandMetadata {
+        command_id,
+        correlation_id: command_id,
+        causation_id: command_id,
+        actor: Actor {
+            id: user.id.to_string(),
+            role: user.grant.role.label().to_owned(),
+        },
+        recorded_at: Utc::now(),
+    }
+}
+
+async fn record(
+    tokens: &TokenService,
+    user: &domain::UserState,
+    command: UserCommand,
+) -> Result<(), ApiError> {
+    let stream = StreamId::for_aggregate(User::STREAM_PREFIX, user.id);
+    let meta = meta_for(user, Uuid::new_v4());
+    let state = load_state(tokens, user.id).await?;
+    let events = state.decide(command, meta.recorded_at)?;
+    let new: Vec<_> = crate::service::encode(&events, meta.command_id);
+    // Any version: sessions never conflict with each other or with account changes.
+    tokens
+        .store()
+        .append(&stream, ExpectedVersion::Any, new, &meta)
+        .await?;
+    Ok(())
+}
+
+async fn load_state(tokens: &TokenService, id: domain::UserId) -> Result<User, ApiError> {
+    let events = stream_store::read_full_stream(
+        tokens.store(),
+        &StreamId::for_aggregate(User::STREAM_PREFIX, id),
+    )
+    .await?;
+    let mut user = User::default();
+    for e in &events {
+        if let Some(ev) = <domain::UserEvent as domain::EventPayload>::from_stored(
+            &e.event_type,
+            e.schema_version,
+            &e.data,
+        )
+        .map_err(|err| ApiError::Internal(err.to_string()))?
+        {
+            user = user.evolve(&ev);
+        }
+    }
+    Ok(user)
+}
+
+fn token_response(
+    tokens: &TokenService,
+    user: &domain::UserState,
+    session: Uuid,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let access_token = tokens.issue(user, session, Utc::now())?;
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: TOKEN_TTL.as_secs(),
+        user_id: user.id.as_uuid(),
+        role: user.grant.role.label(),
+        customer_id: user.grant.customer_id.map(|c| c.as_uuid()),
+        technician_id: user.grant.technician_id.map(|t| t.as_uuid()),
+        must_change_password: user.must_change_password,
+    }))
+}
+
+/// `POST /auth/login`: e-mail and password for a token. Repeated failures for one account or
+/// one address lock them for a while (429).
+pub async fn login(
+    State(tokens): State<Arc<TokenService>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Bytes,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let request: LoginRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::malformed(format!("body is not a login request: {e}")))?;
+    let email = Email::parse("email", &request.email)?;
+    if request.password.len() > 1024 {
+        return Err(ApiError::InvalidCredentials);
+    }
+    let mut keys = vec![format!("account:{}", email.as_str())];
+    if let Some(Extension(ConnectInfo(addr))) = peer {
+        keys.push(format!("address:{}", addr.ip()));
+    }
+    tokens.check_throttle(&keys)?;
+    let user = user_by_email(tokens.store(), &email).await?;
+    let verified = match &user {
+        Some(u) if u.active => verify_password(request.password, u.password_hash.clone()).await,
+        _ => {
+            // Spend the same effort as a real check, so timing does not tell accounts apart.
+            let _ = crate::auth::hash_password(request.password).await;
+            false
+        }
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        tokens.record_failure(&keys);
+        return Err(ApiError::InvalidCredentials);
+    };
+    tokens.record_success(&keys);
+    let session = Uuid::new_v4();
+    record(
+        &tokens,
+        &user,
+        UserCommand::SignIn {
+            session_id: session,
+        },
+    )
+    .await?;
+    token_response(&tokens, &user, session)
+}
+
+/// `POST /auth/refresh`: a fresh token for the same session, while the current one is valid.
+pub async fn refresh(
+    State(tokens): State<Arc<TokenService>>,
+    headers: HeaderMap,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let auth = bearer(&tokens, &headers)
+        .await
+        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+    let user = load_user(tokens.store(), auth.principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthenticated("no such account".into()))?;
+    token_response(&tokens, &user, auth.session_id)
+}
+
+/// `POST /auth/logout`: ends the session; its tokens are refused from then on.
+pub async fn logout(
+    State(tokens): State<Arc<TokenService>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = bearer(&tokens, &headers)
+        .await
+        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+    let user = load_user(tokens.store(), auth.principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthenticated("no such account".into()))?;
+    record(
+        &tokens,
+        &user,
+        UserCommand::SignOut {
+            session_id: auth.session_id,
+        },
+    )
+    .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /auth/me`: who the token speaks for.
+pub async fn me(
+    State(tokens): State<Arc<TokenService>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let auth = bearer(&tokens, &headers)
+        .await
+        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+    let user = load_user(tokens.store(), auth.principal.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthenticated("no such account".into()))?;
+    let p = principal_of(&user);
+    Ok(Json(serde_json::json!({
+        "userId": p.user_id, "email": user.email.as_str(), "name": user.name.as_str(), "role": p.role.label(),
+        "customerId": p.customer_id, "technicianId": p.technician_id, "mustChangePassword": user.must_change_password,
+    })))
+}
