@@ -3,11 +3,13 @@
 mod config;
 mod embedded;
 mod replay;
+mod seed;
 mod serve;
 
 pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
 pub use replay::replay;
+pub use seed::seed_demo;
 pub use serve::{connect_and_migrate, serve, Database, ServeOptions};
 
 /// The workspace's migrations (stream store and read models), embedded in the binary.

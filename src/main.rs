@@ -47,6 +47,18 @@ enum Commands {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` at the root is its output.
     Schema,
+    /// Load demo data (customers, technicians, a device, parts, tickets) and demo accounts,
+    /// and print the accounts' passwords. Does nothing if the demo data is already there.
+    Seed {
+        /// The demo data set (the only one so far).
+        #[arg(long, required = true)]
+        demo: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Configuration file, as for `serve`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the full history of one ticket: every event, who caused it and when, and the
     /// ticket's state after it, rebuilt by the domain's own code.
     Replay {
@@ -120,6 +132,29 @@ async fn run(command: Commands) -> anyhow::Result<()> {
                 config,
             })
             .await
+        }
+        Commands::Seed {
+            demo: _,
+            database,
+            config,
+        } => {
+            let config = match &config {
+                Some(path) => ledger::Config::load(path, true),
+                None => ledger::Config::load(Path::new("ledger.toml"), false),
+            }?;
+            let db = database.open().await?;
+            let result = ledger::seed_demo(&db, &config).await;
+            db.close().await?;
+            match result? {
+                None => println!("demo data is already loaded"),
+                Some(accounts) => {
+                    println!("demo data loaded; demo accounts (sign in with POST /auth/login):");
+                    for (role, email, password) in accounts {
+                        println!("  {role:<10} {email:<28} {password}");
+                    }
+                }
+            }
+            Ok(())
         }
         Commands::Schema => {
             print!("{}", query_graphql::sdl());

@@ -867,3 +867,19 @@ async fn ticket(
         )
         .await
 }
+
+/// Runs one command as `principal` from a JSON body, with the same parsing, rules and access
+/// checks as `POST /commands/{name}` (for `ledger seed` and other in-process callers).
+pub async fn run_command(
+    service: &CommandService,
+    principal: &Principal,
+    name: &str,
+    body: &serde_json::Value,
+) -> Result<AppendOutcome, ApiError> {
+    if !COMMANDS.contains(&name) {
+        return Err(ApiError::UnknownCommand(name.to_owned()));
+    }
+    let meta = metadata(&HeaderMap::new(), principal)?;
+    let body = serde_json::to_vec(body).map_err(|e| ApiError::malformed(e.to_string()))?;
+    dispatch(service, principal, name, &body, &meta).await
+}

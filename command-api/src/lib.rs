@@ -10,6 +10,7 @@ mod session;
 
 pub use auth::{bootstrap_admin, generate_password, hash_password, Authenticated, TokenService};
 pub use error::ApiError;
+pub use handler::run_command;
 pub use service::CommandService;
 pub use session::authenticate;
 

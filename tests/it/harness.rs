@@ -135,6 +135,8 @@ where
 /// The first admin's e-mail and password in every test process.
 pub const ADMIN_EMAIL: &str = "admin@ledger.local";
 pub const ADMIN_PASSWORD: &str = "Admin-pass-1!";
+/// The token secret of every test process (so tests can forge an expired token).
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
 /// A running `ledger serve` process.
 pub struct LedgerProcess {
@@ -154,7 +156,8 @@ impl LedgerProcess {
             .args(args);
         cmd.env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn")
-            .env("LEDGER_ADMIN_PASSWORD", ADMIN_PASSWORD);
+            .env("LEDGER_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("LEDGER_JWT_SECRET", JWT_SECRET);
         for (k, v) in env {
             cmd.env(k, v);
         }

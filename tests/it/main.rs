@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a private PostgreSQL cluster started by the harness, one
 //! database per test.
 
+mod auth;
 mod e2e;
 mod embedded;
 mod graphql;
