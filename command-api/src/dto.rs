@@ -151,9 +151,9 @@ command_body!(
     /// Registers a customer. `customerId` is generated when absent. The e-mail must be unique.
     RegisterCustomer {
         customer_id: Option<Uuid>,
-        #[schema(max_length = 200, example = "Ana Souza")]
+        #[schema(min_length = 1, max_length = 200, example = "Ana Souza")]
         name: String,
-        #[schema(example = "ana@example.com")]
+        #[schema(min_length = 1, example = "ana@example.com")]
         email: String,
         /// Phone or WhatsApp number.
         #[schema(example = "+55 11 91234-5678")]
@@ -187,9 +187,9 @@ command_body!(
     /// Onboards a technician. `technicianId` is generated when absent. The e-mail must be unique.
     OnboardTechnician {
         technician_id: Option<Uuid>,
-        #[schema(max_length = 200, example = "Ravi Kumar")]
+        #[schema(min_length = 1, max_length = 200, example = "Ravi Kumar")]
         name: String,
-        #[schema(example = "ravi@service.example")]
+        #[schema(min_length = 1, example = "ravi@service.example")]
         email: String,
     }
 );
@@ -209,13 +209,13 @@ command_body!(
     RegisterDevice {
         device_id: Option<Uuid>,
         customer_id: Uuid,
-        #[schema(max_length = 200, example = "ThinkPad X1")]
+        #[schema(min_length = 1, max_length = 200, example = "ThinkPad X1")]
         name: String,
         #[schema(max_length = 200)]
         brand: Option<String>,
         #[schema(max_length = 200)]
         model: Option<String>,
-        #[schema(max_length = 64, example = "PF-2X9K3")]
+        #[schema(min_length = 1, max_length = 64, example = "PF-2X9K3")]
         serial_number: String,
         #[schema(max_length = 200, example = "laptop")]
         category: Option<String>,
@@ -240,11 +240,11 @@ command_body!(
     /// Checks a device in at the service center.
     CheckInDevice {
         device_id: Uuid,
-        #[schema(max_length = 5000, example = "Scratched lid")]
+        #[schema(min_length = 1, max_length = 5000, example = "Scratched lid")]
         condition: String,
         /// What came with the device (charger, bag, ...); at most 50.
         accessories: Option<Vec<String>>,
-        #[schema(max_length = 5000, example = "Does not power on")]
+        #[schema(min_length = 1, max_length = 5000, example = "Does not power on")]
         reported_issue: String,
         /// Not in the past.
         expected_delivery_date: NaiveDate,
@@ -288,9 +288,9 @@ command_body!(
         customer_id: Uuid,
         device_id: Option<Uuid>,
         category: Category,
-        #[schema(max_length = 200, example = "Phone does not charge")]
+        #[schema(min_length = 1, max_length = 200, example = "Phone does not charge")]
         subject: String,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         description: String,
         severity: Severity,
         #[schema(minimum = 1, maximum = 5)]
@@ -313,7 +313,7 @@ command_body!(
     AddNote {
         ticket_id: Uuid,
         note_id: Option<Uuid>,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         text: String,
         visibility: Option<Visibility>,
     }
@@ -326,7 +326,7 @@ command_body!(
         /// Integer minor units (cents).
         #[schema(minimum = 0)]
         amount: i64,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         description: String,
     }
 );
@@ -361,7 +361,7 @@ command_body!(
         ticket_id: Uuid,
         #[schema(minimum = 0)]
         final_cost: i64,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         summary: String,
     }
 );
@@ -370,7 +370,7 @@ command_body!(
     /// Resolves a ticket in progress.
     ResolveTicket {
         ticket_id: Uuid,
-        #[schema(max_length = 5000, example = "Replaced the charging port")]
+        #[schema(min_length = 1, max_length = 5000, example = "Replaced the charging port")]
         resolution: String,
     }
 );
@@ -384,7 +384,7 @@ command_body!(
     /// Cancels an open or in-progress ticket.
     CancelTicket {
         ticket_id: Uuid,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         reason: String,
     }
 );
@@ -393,7 +393,7 @@ command_body!(
     /// Reopens a resolved or closed ticket.
     ReopenTicket {
         ticket_id: Uuid,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         reason: String,
     }
 );
@@ -433,7 +433,7 @@ command_body!(
     /// Rejects the pending warranty claim, with the reason.
     RejectWarrantyClaim {
         ticket_id: Uuid,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         reason: String,
     }
 );
@@ -452,7 +452,7 @@ command_body!(
     /// Adds a spare part to the inventory.
     AddPart {
         part_id: Option<Uuid>,
-        #[schema(max_length = 200, example = "USB-C charging port")]
+        #[schema(min_length = 1, max_length = 200, example = "USB-C charging port")]
         name: String,
         #[schema(max_length = 200)]
         sku: Option<String>,
@@ -481,7 +481,7 @@ command_body!(
         part_id: Uuid,
         #[schema(minimum = -1000000, maximum = 1000000)]
         delta: i64,
-        #[schema(max_length = 5000)]
+        #[schema(min_length = 1, max_length = 5000)]
         reason: String,
     }
 );
@@ -491,9 +491,9 @@ command_body!(
     /// technician account its `technicianId`. Passwords: 8 to 128 characters with a symbol.
     RegisterUser {
         user_id: Option<Uuid>,
-        #[schema(example = "ana@example.com")]
+        #[schema(min_length = 1, example = "ana@example.com")]
         email: String,
-        #[schema(max_length = 200)]
+        #[schema(min_length = 1, max_length = 200)]
         name: String,
         role: Role,
         customer_id: Option<Uuid>,

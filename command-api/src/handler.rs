@@ -94,7 +94,7 @@ pub(crate) async fn execute(
     let meta = metadata(&headers, &auth.principal)?;
 
     // A repeated command answers what the first one did, before anything is decided again.
-    if headers.contains_key(IDEMPOTENCY_KEY) {
+    if headers.get(IDEMPOTENCY_KEY).is_some_and(|v| !v.is_empty()) {
         if let Some(previous) = service.store().find_command(meta.command_id).await? {
             return Ok(respond(previous, meta.command_id));
         }
@@ -107,7 +107,9 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
 
 fn metadata(headers: &HeaderMap, principal: &Principal) -> Result<CommandMetadata, ApiError> {
-    let command_id = match headers.get(IDEMPOTENCY_KEY) {
+    // An empty header counts as absent.
+    let present = |name: &str| headers.get(name).filter(|v| !v.is_empty());
+    let command_id = match present(IDEMPOTENCY_KEY) {
         None => Uuid::new_v4(),
         Some(value) => {
             let key = value
@@ -124,7 +126,7 @@ fn metadata(headers: &HeaderMap, principal: &Principal) -> Result<CommandMetadat
                 .unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()))
         }
     };
-    let correlation_id = match headers.get(CORRELATION_ID) {
+    let correlation_id = match present(CORRELATION_ID) {
         None => command_id,
         Some(value) => value
             .to_str()
@@ -189,12 +191,15 @@ fn text(field: &'static str, raw: &str, max: usize) -> Result<Text, ApiError> {
     Ok(Text::parse(field, raw, max)?)
 }
 
+/// An optional text; an empty or blank one counts as absent.
 fn optional_text(
     field: &'static str,
     raw: Option<&str>,
     max: usize,
 ) -> Result<Option<Text>, ApiError> {
-    raw.map(|r| text(field, r, max)).transpose()
+    raw.filter(|r| !r.trim().is_empty())
+        .map(|r| text(field, r, max))
+        .transpose()
 }
 
 fn money(field: &'static str, minor_units: i64) -> Result<Money, ApiError> {
@@ -734,6 +739,9 @@ async fn dispatch(
         }
         "ChangeUserRole" => {
             let b: dto::ChangeUserRole = parse(body)?;
+            if b.user_id == principal.user_id.as_uuid() {
+                return Err(ApiError::Forbidden("change your own role".into()));
+            }
             let grant = RoleGrant {
                 role: b.role.into(),
                 customer_id: b.customer_id.map(CustomerId::from_uuid),

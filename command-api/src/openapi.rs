@@ -13,6 +13,7 @@ macro_rules! command_doc {
             path = $path,
             summary = $summary,
             tag = "commands",
+            security(("bearer" = [])),
             request_body(content = $body, content_type = "application/json"),
             params(
                 ("Idempotency-Key" = Option<String>, Header,
@@ -24,7 +25,9 @@ macro_rules! command_doc {
                 (status = 201, description = "Accepted; the command created its stream", body = dto::CommandResponse),
                 (status = 200, description = "Accepted", body = dto::CommandResponse),
                 (status = 400, description = "Malformed body or invalid field (`MALFORMED_REQUEST`, `INVALID_FIELD`)", body = dto::ErrorResponse),
-                (status = 404, description = "The target aggregate does not exist (`NOT_FOUND`)", body = dto::ErrorResponse),
+                (status = 401, description = "No valid bearer token (`UNAUTHENTICATED`)", body = dto::ErrorResponse),
+                (status = 403, description = "The role may not send this command for this target (`FORBIDDEN`), or a one-time password must be changed first (`PASSWORD_CHANGE_REQUIRED`)", body = dto::ErrorResponse),
+                (status = 404, description = "The target aggregate does not exist, or no such command (`NOT_FOUND`, `UNKNOWN_COMMAND`)", body = dto::ErrorResponse),
                 (status = 409, description = "`expectedVersion` is stale (`VERSION_CONFLICT`)", body = dto::ErrorResponse),
                 (status = 413, description = "Body larger than 64 KiB (`PAYLOAD_TOO_LARGE`)", body = dto::ErrorResponse),
                 (status = 422, description = "A domain rule refuses the command; `code` names the rule", body = dto::ErrorResponse),

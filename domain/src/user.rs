@@ -33,6 +33,17 @@ pub struct RoleGrant {
     pub technician_id: Option<TechnicianId>,
 }
 
+impl RoleGrant {
+    /// Keeps only the link the role uses: an admin or auditor acts for no record.
+    pub fn normalized(self) -> Self {
+        RoleGrant {
+            role: self.role,
+            customer_id: self.customer_id.filter(|_| self.role == Role::Customer),
+            technician_id: self.technician_id.filter(|_| self.role == Role::Technician),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RegisterUser {
     pub user_id: UserId,
@@ -141,12 +152,13 @@ impl Aggregate for User {
         let u = match (command, &self.0) {
             (UserCommand::Register(_), Some(_)) => return Err(DomainError::UserAlreadyRegistered),
             (UserCommand::Register(r), None) => {
-                check_grant(&r.grant)?;
+                let grant = r.grant.normalized();
+                check_grant(&grant)?;
                 return Ok(vec![UserEvent::UserRegistered {
                     user_id: r.user_id,
                     email: r.email,
                     name: r.name,
-                    grant: r.grant,
+                    grant,
                     password_hash: r.password_hash,
                     must_change_password: r.must_change_password,
                     registered_at: now,
@@ -162,6 +174,7 @@ impl Aggregate for User {
         let event = match command {
             UserCommand::Register(_) => return Err(DomainError::UserAlreadyRegistered),
             UserCommand::ChangeRole(grant) => {
+                let grant = grant.normalized();
                 check_grant(&grant)?;
                 if grant == u.grant {
                     return Err(DomainError::NothingToChange);

@@ -660,3 +660,24 @@ async fn demo_data_comes_with_demo_accounts_that_sign_in() {
         "the unassigned queue: {queue}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cannot_lock_themselves_out() {
+    let w = world().await;
+    let me: Value = w.admin.get("/auth/me").await.json().await.unwrap();
+    forbidden(
+        &w.admin,
+        &w.admin,
+        "ChangeUserRole",
+        json!({ "userId": me["userId"], "role": "auditor" }),
+    )
+    .await;
+    forbidden(
+        &w.admin,
+        &w.admin,
+        "DeactivateUser",
+        json!({ "userId": me["userId"] }),
+    )
+    .await;
+    let _ = (&w.ana, &w.bo, &w.ravi, &w.mei, &w.auditor);
+}
