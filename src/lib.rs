@@ -2,12 +2,14 @@
 
 mod config;
 mod embedded;
+mod migrate;
 mod replay;
 mod seed;
 mod serve;
 
 pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
+pub use migrate::{migrate, open_store};
 pub use replay::replay;
 pub use seed::seed_demo;
 pub use serve::{connect_and_migrate, serve, Database, ServeOptions};

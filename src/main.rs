@@ -20,11 +20,20 @@ struct DatabaseArgs {
     /// PostgreSQL server to use instead of the embedded one.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Keep the events in this EventStoreDB (`esdb://…`) instead of PostgreSQL; the read models
+    /// stay in PostgreSQL.
+    #[arg(long = "store", env = "EVENTSTORE_URL", hide_env_values = true)]
+    eventstore_url: Option<String>,
 }
 
 impl DatabaseArgs {
     async fn open(self) -> anyhow::Result<ledger::Database> {
-        ledger::Database::open(&self.data_dir, self.database_url.filter(|u| !u.is_empty())).await
+        ledger::Database::open(
+            &self.data_dir,
+            self.database_url.filter(|u| !u.is_empty()),
+            self.eventstore_url.filter(|u| !u.is_empty()),
+        )
+        .await
     }
 }
 
@@ -69,6 +78,15 @@ enum Commands {
         json: bool,
         #[command(flatten)]
         database: DatabaseArgs,
+    },
+    /// Copy every event from one store to another (an empty one), preserving ids, order,
+    /// metadata and stream versions, then verify the copy. Stores are `postgres://…` or
+    /// `esdb://…` URLs.
+    MigrateStore {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
     },
     /// List each projection with its checkpoint, the head position and the lag.
     Projections {
@@ -129,6 +147,7 @@ async fn run(command: Commands) -> anyhow::Result<()> {
                 listen,
                 data_dir: database.data_dir,
                 database_url: database.database_url.filter(|u| !u.is_empty()),
+                eventstore_url: database.eventstore_url.filter(|u| !u.is_empty()),
                 config,
             })
             .await
@@ -154,6 +173,20 @@ async fn run(command: Commands) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Commands::MigrateStore { from, to } => {
+            let (source, target) = (
+                ledger::open_store(&from).await?,
+                ledger::open_store(&to).await?,
+            );
+            let bar = indicatif::ProgressBar::new_spinner();
+            let copied = ledger::migrate(&*source, &*target, &|n| {
+                bar.set_message(format!("{n} events copied"))
+            })
+            .await?;
+            bar.finish_and_clear();
+            println!("copied and verified {copied} events");
             Ok(())
         }
         Commands::Schema => {

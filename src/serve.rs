@@ -24,6 +24,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// `None`: start the embedded cluster under `data_dir`.
     pub database_url: Option<String>,
+    /// `Some`: keep the events in this EventStoreDB.
+    pub eventstore_url: Option<String>,
     pub config: Config,
 }
 
@@ -36,7 +38,13 @@ pub struct Database {
 }
 
 impl Database {
-    pub async fn open(data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Database> {
+    /// With `eventstore_url` the events live in that EventStoreDB; the read models stay in
+    /// PostgreSQL either way.
+    pub async fn open(
+        data_dir: &Path,
+        database_url: Option<String>,
+        eventstore_url: Option<String>,
+    ) -> anyhow::Result<Database> {
         let (url, embedded) = match database_url {
             Some(url) => (url, None),
             None => {
@@ -49,7 +57,13 @@ impl Database {
             }
         };
         let pool = connect_and_migrate(&url).await?;
-        let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
+        let store: Arc<dyn EventStore> = match eventstore_url {
+            Some(esdb) => {
+                tracing::info!("events in EventStoreDB; read models in PostgreSQL");
+                Arc::new(stream_store::EsdbEventStore::connect(&esdb)?)
+            }
+            None => Arc::new(PgEventStore::new(pool.clone())),
+        };
         Ok(Database {
             pool,
             store,
@@ -86,7 +100,12 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
 
 /// Runs the command API, GraphQL and the projectors until Ctrl-C or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let db = Database::open(&options.data_dir, options.database_url).await?;
+    let db = Database::open(
+        &options.data_dir,
+        options.database_url,
+        options.eventstore_url,
+    )
+    .await?;
     let result = run(&db, options.listen, options.config, &options.data_dir).await;
     db.close().await?;
     result

@@ -4,10 +4,12 @@
 //! knows events only as a type name, a schema version and a JSON payload.
 
 mod error;
+mod esdb;
 mod postgres;
 mod types;
 
 pub use error::StoreError;
+pub use esdb::EsdbEventStore;
 pub use postgres::PgEventStore;
 pub use types::{
     Actor, AppendOutcome, CommandMetadata, EventStream, ExpectedVersion, NewEvent, RecordedEvent,
