@@ -154,6 +154,11 @@ impl EmbeddedPostgres {
         self.port
     }
 
+    /// The directory of the PostgreSQL binaries in use (for tools such as pgbench).
+    pub fn bin_dir() -> Result<PathBuf, EmbeddedError> {
+        find_binaries()
+    }
+
     /// Whether this process started the server (and so stops it).
     pub fn owns_server(&self) -> bool {
         self.exited.is_some()

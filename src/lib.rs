@@ -1,5 +1,6 @@
 //! The `ledger` binary's wiring: configuration, the embedded PostgreSQL, and `serve`.
 
+pub mod bench;
 mod config;
 mod embedded;
 mod migrate;

@@ -56,6 +56,23 @@ enum Commands {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` at the root is its output.
     Schema,
+    /// Run the benchmark: pgbench's limits, store appends, HTTP commands at 1/8/32/128 clients,
+    /// visibility at 1,000 commands/s, a generated log, live catch-up, GraphQL reads, rebuilds;
+    /// peak RSS of `ledger serve` per scenario. Prints a table and writes JSON.
+    Bench {
+        /// Use this server (a fresh database is created on it) instead of an embedded one.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Seconds per load step.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Events in the generated log (rebuild and read scenarios).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "bench-results.json")]
+        output: PathBuf,
+    },
     /// Load demo data (customers, technicians, a device, parts, tickets) and demo accounts,
     /// and print the accounts' passwords. Does nothing if the demo data is already there.
     Seed {
@@ -187,6 +204,18 @@ async fn run(command: Commands) -> anyhow::Result<()> {
             .await?;
             bar.finish_and_clear();
             println!("copied and verified {copied} events");
+            Ok(())
+        }
+        Commands::Bench { database_url, seconds, events, output } => {
+            let report = ledger::bench::run(ledger::bench::BenchOptions {
+                database_url: database_url.filter(|u| !u.is_empty()),
+                seconds,
+                events,
+                output: output.clone(),
+            })
+            .await?;
+            print!("{}", ledger::bench::table(&report));
+            println!("JSON report: {}", output.display());
             Ok(())
         }
         Commands::Schema => {

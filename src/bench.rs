@@ -1,0 +1,544 @@
+//! `ledger bench`: the project's benchmark. Runs every scenario against a fresh database (the
+//! embedded cluster by default, with `fsync` and `synchronous_commit` on), prints a table and
+//! writes JSON. See BENCHMARKS.md for figures and findings.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use domain::{EventPayload, TicketEvent};
+use serde_json::{json, Value};
+use stream_store::{Actor, CommandMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, StreamId};
+use uuid::Uuid;
+
+use crate::EmbeddedPostgres;
+
+pub struct BenchOptions {
+    pub database_url: Option<String>,
+    /// Seconds each load step runs.
+    pub seconds: u64,
+    /// Events in the rebuild scenario.
+    pub events: usize,
+    pub output: PathBuf,
+}
+
+const ADMIN_PASSWORD: &str = "Bench-admin-1!";
+const SEVERITIES: [&str; 3] = ["critical", "major", "minor"];
+const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+/// Latency figures in milliseconds.
+fn percentiles(mut micros: Vec<u64>) -> Value {
+    if micros.is_empty() {
+        return json!(null);
+    }
+    micros.sort_unstable();
+    let at = |q: f64| micros[((micros.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    json!({ "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0), "samples": micros.len() })
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Resets the kernel's peak-RSS counter, so each scenario gets its own peak.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(url: &str) -> anyhow::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .env("LEDGER_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("LEDGER_JWT_SECRET", JWT_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("serve stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().context("serve exited")??;
+            if let Some(url) = line.strip_prefix("ledger listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, base })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone)]
+struct Http {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Http {
+    async fn login(base: &str) -> anyhow::Result<Http> {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let body: Value = client
+            .post(format!("{base}/auth/login"))
+            .json(&json!({ "email": "admin@ledger.local", "password": ADMIN_PASSWORD }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = body["accessToken"].as_str().context("login")?.to_owned();
+        Ok(Http { client, base: base.to_owned(), token })
+    }
+
+    async fn command(&self, name: &str, body: Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(format!("{}/commands/{name}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("{name}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    async fn graphql(&self, query: &str, variables: Value, position: Option<i64>) -> anyhow::Result<Value> {
+        let mut request = self.client.post(format!("{}/graphql", self.base)).bearer_auth(&self.token);
+        if let Some(p) = position {
+            request = request.header("X-Ledger-Position", p.to_string());
+        }
+        let body: Value = request.json(&json!({ "query": query, "variables": variables })).send().await?.json().await?;
+        if !body["errors"].is_null() {
+            bail!("graphql: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn lag(&self) -> anyhow::Result<i64> {
+        let health: Value = self.client.get(format!("{}/health", self.base)).send().await?.json().await?;
+        Ok(health["projections"].as_array().map_or(i64::MAX, |p| p.iter().map(|x| x["lag"].as_i64().unwrap_or(i64::MAX)).max().unwrap_or(0)))
+    }
+
+    /// Seconds until every projection has caught up (bounded).
+    async fn caught_up(&self, limit: Duration) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        while self.lag().await? > 0 {
+            if start.elapsed() > limit {
+                bail!("projections did not catch up within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
+
+fn id(v: &Value, field: &str) -> String {
+    v["events"][0]["data"][field].as_str().unwrap_or_default().to_owned()
+}
+
+/// Scenario 1: C clients each drive their own tickets raise → assign → start → resolve → close.
+async fn http_commands(http: &Http, clients: usize, seconds: u64, customer: &str, technician: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, customer, technician) = (http.clone(), customer.to_owned(), technician.to_owned());
+            tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::new(), 0u64);
+                while Instant::now() < deadline {
+                    let mut timed = |started: Instant, r: anyhow::Result<Value>| -> Option<Value> {
+                        lat.push(started.elapsed().as_micros() as u64);
+                        r.map_err(|_| errors += 1).ok()
+                    };
+                    let t = Instant::now();
+                    let Some(raised) = timed(t, http.command("RaiseTicket", json!({ "customerId": customer, "category": "repair", "subject": "Bench", "description": "d", "severity": "major", "impact": 2 })).await) else { continue };
+                    let ticket = id(&raised, "ticketId");
+                    for (name, body) in [
+                        ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician })),
+                        ("StartWork", json!({ "ticketId": ticket })),
+                        ("ResolveTicket", json!({ "ticketId": ticket, "resolution": "done" })),
+                        ("CloseTicket", json!({ "ticketId": ticket })),
+                    ] {
+                        let t = Instant::now();
+                        if timed(t, http.command(name, body).await).is_none() {
+                            break;
+                        }
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let commands = lat.len();
+    let catch_up = http.caught_up(Duration::from_secs(60)).await?;
+    Ok(json!({ "clients": clients, "commands": commands, "commands_per_s": commands as f64 / elapsed, "errors": errors, "latency": percentiles(lat), "lag_zero_after_s": catch_up }))
+}
+
+fn meta() -> CommandMetadata {
+    let id = Uuid::new_v4();
+    CommandMetadata { command_id: id, correlation_id: id, causation_id: id, actor: Actor { id: "bench".into(), role: "admin".into() }, recorded_at: Utc::now() }
+}
+
+/// Scenario 2: appends at the store level, one event each, to per-client streams.
+async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = StreamId::new(format!("bench-{}-{c}", Uuid::new_v4().simple())).expect("stream name");
+                let (mut lat, mut version) = (Vec::new(), 0i64);
+                while Instant::now() < deadline {
+                    let e = NewEvent { event_id: Uuid::new_v4(), event_type: "BenchEvent".into(), schema_version: 1, data: json!({ "n": version }) };
+                    let t = Instant::now();
+                    if store.append(&stream, ExpectedVersion::Exact(version), vec![e], &meta()).await.is_ok() {
+                        version += 1;
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({ "clients": clients, "events": lat.len(), "events_per_s": lat.len() as f64 / elapsed, "latency": percentiles(lat) }))
+}
+
+/// Appends about `target` realistic ticket events (half the tickets closed, half open and
+/// assigned) for one customer and a few technicians; returns the open ticket ids.
+async fn generate(store: Arc<dyn EventStore>, target: usize, customer: Uuid, technicians: &[Uuid]) -> anyhow::Result<(usize, Vec<Uuid>)> {
+    let tickets = target / 7 * 2;
+    let per_task = tickets / 16 + 1;
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let (store, technicians) = (store.clone(), technicians.to_vec());
+            tokio::spawn(async move {
+                let (mut written, mut open) = (0usize, Vec::new());
+                for i in 0..per_task {
+                    let ticket = Uuid::new_v4();
+                    let now = Utc::now();
+                    let technician = domain::TechnicianId::from_uuid(technicians[(task + i) % technicians.len()]);
+                    let raised = json!({ "type": "TicketRaised", "data": {
+                        "ticketId": ticket, "number": domain::TicketNumber::generate(now.date_naive(), rand::random()).as_str(),
+                        "customerId": customer, "customerTier": "paid", "deviceId": null, "category": "repair",
+                        "subject": format!("Generated {i}"), "description": "bench", "severity": SEVERITIES[i % 3],
+                        "impact": 1 + i % 5, "priorityScore": 8, "priorityLevel": "P2", "raisedAt": now } });
+                    let mut events: Vec<TicketEvent> = vec![serde_json::from_value(raised).map_err(anyhow::Error::from)?];
+                    events.push(TicketEvent::TechnicianAssigned { technician_id: technician, previous_technician_id: None, assigned_at: now });
+                    if i % 2 == 0 {
+                        let text = |s: &str| domain::Text::parse("t", s, 100).map_err(anyhow::Error::from);
+                        events.push(TicketEvent::WorkStarted { technician_id: technician, started_at: now });
+                        events.push(TicketEvent::TicketResolved { resolution: text("fixed")?, resolved_at: now });
+                        events.push(TicketEvent::TicketClosed { closed_at: now });
+                    } else {
+                        open.push(ticket);
+                    }
+                    let new: Vec<NewEvent> = events.iter().map(|e| NewEvent { event_id: Uuid::new_v4(), event_type: e.event_type().into(), schema_version: 1, data: e.to_data() }).collect();
+                    written += new.len();
+                    store.append(&StreamId::for_aggregate("ticket", ticket), ExpectedVersion::NoStream, new, &meta()).await?;
+                }
+                anyhow::Ok((written, open))
+            })
+        })
+        .collect();
+    let (mut written, mut open) = (0, Vec::new());
+    for t in tasks {
+        let (w, o) = t.await??;
+        written += w;
+        open.extend(o);
+    }
+    Ok((written, open))
+}
+
+/// Scenario 4: commands at a steady rate; time from each answer to its effect visible in
+/// GraphQL (a read-your-writes query with the command's position).
+async fn visibility(http: &Http, rate: u64, seconds: u64, customer: &str) -> anyhow::Result<Value> {
+    let interval = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        let (http, customer) = (http.clone(), customer.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let answer = http.command("RaiseTicket", json!({ "customerId": customer, "category": "general", "subject": "Visible?", "description": "d", "severity": "minor", "impact": 1 })).await.ok()?;
+            let answered = Instant::now();
+            let (ticket, position) = (id(&answer, "ticketId"), answer["position"].as_i64()?);
+            let seen = http.graphql("query($id: ID!) { ticket(id: $id) { version } }", json!({ "id": ticket }), Some(position)).await.ok()?;
+            (seen["data"]["ticket"]["version"] == 1).then(|| answered.elapsed().as_micros() as u64)
+        }));
+    }
+    let sent = tasks.len();
+    let mut lat = Vec::new();
+    for t in tasks {
+        if let Some(v) = t.await? {
+            lat.push(v);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({ "target_per_s": rate, "achieved_per_s": sent as f64 / elapsed, "visible": lat.len(), "failed": sent - lat.len(), "visibility": percentiles(lat) }))
+}
+
+/// Scenario 5: GraphQL reads by 32 clients.
+async fn reads(http: &Http, clients: usize, seconds: u64, query: &'static str, variables: Arc<dyn Fn(usize) -> Value + Send + Sync>) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, variables) = (http.clone(), variables.clone());
+            tokio::spawn(async move {
+                let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, c * 7919);
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match http.graphql(query, variables(i), None).await {
+                        Ok(_) => lat.push(t.elapsed().as_micros() as u64),
+                        Err(_) => errors += 1,
+                    }
+                    i += 1;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({ "clients": clients, "queries": lat.len(), "queries_per_s": lat.len() as f64 / elapsed, "errors": errors, "latency": percentiles(lat) }))
+}
+
+/// Scenario 7: what PostgreSQL itself commits: pgbench, one row per commit at 32 clients, and
+/// 100 rows per commit.
+fn pgbench(url: &str, seconds: u64) -> anyhow::Result<Value> {
+    let bin = EmbeddedPostgres::bin_dir()?.join("pgbench");
+    let dir = tempfile_dir()?;
+    let one = dir.join("one.sql");
+    let hundred = dir.join("hundred.sql");
+    std::fs::write(&one, "INSERT INTO bench_rows (v) VALUES (random());\n")?;
+    std::fs::write(&hundred, "INSERT INTO bench_rows (v) SELECT random() FROM generate_series(1, 100);\n")?;
+    let run = |script: &std::path::Path| -> anyhow::Result<f64> {
+        let out = Command::new(&bin)
+            .args(["-n", "-c", "32", "-j", "2", "-T", &seconds.to_string(), "-f"])
+            .arg(script)
+            .arg(url)
+            .output()
+            .context("running pgbench")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tps = text
+            .lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("pgbench said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+        Ok(tps)
+    };
+    let one_tps = run(&one)?;
+    let hundred_tps = run(&hundred)?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(json!({ "one_row_per_commit_tps_32_clients": one_tps, "hundred_rows_per_commit_rows_per_s": hundred_tps * 100.0 }))
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ledger-bench-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Runs every scenario and returns the report.
+pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
+    let dir = tempfile_dir()?;
+    let mut embedded = None;
+    let name = format!("ledger_bench_{}", Uuid::new_v4().simple());
+    let admin_url = match &options.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let root = dir.clone();
+            let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&root.join("pg"), &[("max_connections", "300")])).await??;
+            let url = pg.url("postgres");
+            embedded = Some(pg);
+            url
+        }
+    };
+    create_database(&admin_url, &name).await?;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => bail!("DATABASE_URL must name a database"),
+    };
+    let pool = crate::connect_and_migrate(&url).await?;
+    sqlx::query("CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, v DOUBLE PRECISION)").execute(&pool).await?;
+    let settings: Vec<(String, String)> = sqlx::query_as("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'server_version')").fetch_all(&pool).await?;
+    let mut report = json!({
+        "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "postgres": settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>() },
+        "seconds_per_step": options.seconds,
+    });
+    let step = |name: &str| eprintln!("bench: {name}");
+
+    step("pgbench (the limit)");
+    report["pgbench"] = pgbench(&url, options.seconds)?;
+
+    step("store appends");
+    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
+    let mut appends = Vec::new();
+    for c in [1, 8, 32, 128] {
+        appends.push(store_appends(store.clone(), c, options.seconds).await?);
+    }
+    report["store_appends"] = json!(appends);
+
+    step("commands over HTTP");
+    let server = Server::start(&url)?;
+    let http = Http::login(&server.base).await?;
+    let customer = id(&http.command("RegisterCustomer", json!({ "name": "Bench", "email": "bench@example.com", "tier": "paid" })).await?, "customerId");
+    let technician = id(&http.command("OnboardTechnician", json!({ "name": "Tech", "email": "tech@example.com" })).await?, "technicianId");
+    let mut commands = Vec::new();
+    for c in [1, 8, 32, 128] {
+        reset_peak(server.pid());
+        let mut result = http_commands(&http, c, options.seconds, &customer, &technician).await?;
+        result["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+        commands.push(result);
+    }
+    report["http_commands"] = json!(commands);
+
+    step("visibility at 1,000 commands/s");
+    reset_peak(server.pid());
+    let mut seen = visibility(&http, 1000, options.seconds, &customer).await?;
+    seen["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+    report["visibility"] = seen;
+    drop(server);
+
+    step(&format!("generating {} events", options.events));
+    let technicians: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    for t in &technicians {
+        let e = domain::TechnicianEvent::TechnicianOnboarded { technician_id: domain::TechnicianId::from_uuid(*t), name: domain::Text::parse("n", "Generated", 50)?, email: domain::Email::parse("e", &format!("{t}@bench.example"))?, onboarded_at: Utc::now() };
+        let new = NewEvent { event_id: Uuid::new_v4(), event_type: e.event_type().into(), schema_version: 1, data: e.to_data() };
+        store.append(&StreamId::for_aggregate("technician", t), ExpectedVersion::NoStream, vec![new], &meta()).await?;
+    }
+    let generated_customer = Uuid::parse_str(&customer)?;
+    let started = Instant::now();
+    let (written, open) = generate(store.clone(), options.events, generated_customer, &technicians).await?;
+    report["generate"] = json!({ "events": written, "seconds": started.elapsed().as_secs_f64(), "events_per_s": written as f64 / started.elapsed().as_secs_f64() });
+
+    step("serve catching up on the generated log (memory across the whole log)");
+    let server = Server::start(&url)?;
+    let http = Http::login(&server.base).await?;
+    reset_peak(server.pid());
+    let catch_up = http.caught_up(Duration::from_secs(3600)).await?;
+    report["live_catch_up"] = json!({ "events": written, "seconds": catch_up, "events_per_s": written as f64 / catch_up, "serve_peak_rss_mib": rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0 });
+
+    step("GraphQL reads");
+    let open = Arc::new(open);
+    let ids = open.clone();
+    reset_peak(server.pid());
+    let mut by_id = reads(&http, 32, options.seconds, "query($id: ID!) { ticket(id: $id) { id number status priority { score level } } }", Arc::new(move |i| json!({ "id": ids[i % ids.len()] }))).await?;
+    by_id["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+    let techs = Arc::new(technicians.clone());
+    reset_peak(server.pid());
+    let mut queue = reads(&http, 32, options.seconds, "query($t: ID!) { ticketQueue(technicianId: $t, first: 20) { totalCount edges { node { id number priority { score } } } } }", Arc::new(move |i| json!({ "t": techs[i % techs.len()] }))).await?;
+    queue["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+    report["graphql_reads"] = json!({ "tickets_in_read_model": open.len() * 2, "ticket_by_id": by_id, "technician_queue": queue });
+    drop(server);
+
+    step("rebuild of every read model");
+    let mut rebuilds = Vec::new();
+    let head = store.head().await?;
+    for p in projections::all_projectors() {
+        let started = Instant::now();
+        projections::rebuild(&*store, &pool, &*p, &|_, _| {}).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        rebuilds.push(json!({ "projection": p.name(), "events": head, "seconds": seconds, "events_per_s": head as f64 / seconds }));
+    }
+    report["rebuild"] = json!(rebuilds);
+
+    // Ratios to what PostgreSQL itself commits, measured in the same run.
+    let one = report["pgbench"]["one_row_per_commit_tps_32_clients"].as_f64().unwrap_or(f64::NAN);
+    let rows = report["pgbench"]["hundred_rows_per_commit_rows_per_s"].as_f64().unwrap_or(f64::NAN);
+    let commands32 = report["http_commands"][2]["commands_per_s"].as_f64().unwrap_or(0.0);
+    let slowest_rebuild = report["rebuild"].as_array().map(|r| r.iter().filter_map(|x| x["events_per_s"].as_f64()).fold(f64::INFINITY, f64::min)).unwrap_or(0.0);
+    report["ratios"] = json!({
+        "commands_32_clients_vs_pgbench_one_row_tps": commands32 / one,
+        "slowest_rebuild_vs_pgbench_100_rows_per_s": slowest_rebuild / rows,
+    });
+    pool.close().await;
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::write(&options.output, serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// The report as a table.
+pub fn table(report: &Value) -> String {
+    let mut out = String::new();
+    let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.1}"));
+    out.push_str(&format!("machine: {}\n\n", report["machine"]));
+    out.push_str(&format!("pgbench: {} tps (1 row/commit, 32 clients), {} rows/s (100 rows/commit)\n\n", f(&report["pgbench"]["one_row_per_commit_tps_32_clients"]), f(&report["pgbench"]["hundred_rows_per_commit_rows_per_s"])));
+    out.push_str("scenario                     clients      rate/s     p50 ms     p95 ms     p99 ms     max ms  errors  peak RSS MiB\n");
+    let row = |out: &mut String, name: &str, r: &Value, rate: &str| {
+        let l = &r["latency"];
+        out.push_str(&format!("{name:<28} {:>7} {:>11} {:>10} {:>10} {:>10} {:>10} {:>7} {:>13}\n", r["clients"], f(&r[rate]), f(&l["p50_ms"]), f(&l["p95_ms"]), f(&l["p99_ms"]), f(&l["max_ms"]), r["errors"].as_u64().map_or("-".into(), |e| e.to_string()), f(&r["serve_peak_rss_mib"])));
+    };
+    for r in report["store_appends"].as_array().into_iter().flatten() {
+        row(&mut out, "store appends (events)", r, "events_per_s");
+    }
+    for r in report["http_commands"].as_array().into_iter().flatten() {
+        row(&mut out, "HTTP commands", r, "commands_per_s");
+    }
+    let v = &report["visibility"];
+    out.push_str(&format!("visibility at {}/s (achieved {}/s): p50 {} ms, p99 {} ms, failed {}\n", v["target_per_s"], f(&v["achieved_per_s"]), f(&v["visibility"]["p50_ms"]), f(&v["visibility"]["p99_ms"]), v["failed"]));
+    row(&mut out, "GraphQL ticket by id", &report["graphql_reads"]["ticket_by_id"], "queries_per_s");
+    row(&mut out, "GraphQL technician queue", &report["graphql_reads"]["technician_queue"], "queries_per_s");
+    out.push_str(&format!("generated {} events at {} events/s; live catch-up {} events/s, peak RSS {} MiB\n", report["generate"]["events"], f(&report["generate"]["events_per_s"]), f(&report["live_catch_up"]["events_per_s"]), f(&report["live_catch_up"]["serve_peak_rss_mib"])));
+    for r in report["rebuild"].as_array().into_iter().flatten() {
+        out.push_str(&format!("rebuild {:<14} {} events in {} s = {} events/s\n", r["projection"].as_str().unwrap_or(""), r["events"], f(&r["seconds"]), f(&r["events_per_s"])));
+    }
+    out.push_str(&format!("\nratios: commands(32)/pgbench tps = {:.3}; slowest rebuild/pgbench rows = {:.3}\n", report["ratios"]["commands_32_clients_vs_pgbench_one_row_tps"].as_f64().unwrap_or(f64::NAN), report["ratios"]["slowest_rebuild_vs_pgbench_100_rows_per_s"].as_f64().unwrap_or(f64::NAN)));
+    out
+}
