@@ -83,7 +83,9 @@ CREATE TABLE device_visit_tickets (
 
 CREATE TABLE tickets (
     ticket_id               UUID        PRIMARY KEY,
-    number                  TEXT        NOT NULL UNIQUE,
+    -- Unique by construction (reservation streams on the write side); no constraint here, so a
+    -- read model can never wedge on an event the write side accepted.
+    number                  TEXT        NOT NULL,
     raised_position         BIGINT      NOT NULL UNIQUE,
     status                  TEXT        NOT NULL,
     category                TEXT        NOT NULL,
@@ -130,6 +132,7 @@ CREATE TABLE tickets (
     state                   JSONB       NOT NULL
 );
 
+CREATE INDEX tickets_number_idx ON tickets (number);
 CREATE INDEX tickets_status_idx ON tickets (status, raised_position);
 CREATE INDEX tickets_assignee_idx ON tickets (assignee_id, raised_position);
 CREATE INDEX tickets_customer_idx ON tickets (customer_id);

@@ -12,7 +12,9 @@ use anyhow::{bail, Context as _};
 use chrono::Utc;
 use domain::{EventPayload, TicketEvent};
 use serde_json::{json, Value};
-use stream_store::{Actor, CommandMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, StreamId};
+use stream_store::{
+    Actor, CommandMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, StreamId,
+};
 use uuid::Uuid;
 
 use crate::EmbeddedPostgres;
@@ -28,6 +30,9 @@ pub struct BenchOptions {
 
 const ADMIN_PASSWORD: &str = "Bench-admin-1!";
 const SEVERITIES: [&str; 3] = ["critical", "major", "minor"];
+/// Distinct ticket numbers for generated tickets (the API reserves them; the generator writes
+/// events directly).
+static NUMBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000_000);
 const JWT_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
 
 /// Latency figures in milliseconds.
@@ -43,7 +48,12 @@ fn percentiles(mut micros: Vec<u64>) -> Value {
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -100,7 +110,9 @@ struct Http {
 
 impl Http {
     async fn login(base: &str) -> anyhow::Result<Http> {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
         let body: Value = client
             .post(format!("{base}/auth/login"))
             .json(&json!({ "email": "admin@ledger.local", "password": ADMIN_PASSWORD }))
@@ -109,7 +121,11 @@ impl Http {
             .json()
             .await?;
         let token = body["accessToken"].as_str().context("login")?.to_owned();
-        Ok(Http { client, base: base.to_owned(), token })
+        Ok(Http {
+            client,
+            base: base.to_owned(),
+            token,
+        })
     }
 
     async fn command(&self, name: &str, body: Value) -> anyhow::Result<Value> {
@@ -128,12 +144,25 @@ impl Http {
         Ok(body)
     }
 
-    async fn graphql(&self, query: &str, variables: Value, position: Option<i64>) -> anyhow::Result<Value> {
-        let mut request = self.client.post(format!("{}/graphql", self.base)).bearer_auth(&self.token);
+    async fn graphql(
+        &self,
+        query: &str,
+        variables: Value,
+        position: Option<i64>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.base))
+            .bearer_auth(&self.token);
         if let Some(p) = position {
             request = request.header("X-Ledger-Position", p.to_string());
         }
-        let body: Value = request.json(&json!({ "query": query, "variables": variables })).send().await?.json().await?;
+        let body: Value = request
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?
+            .json()
+            .await?;
         if !body["errors"].is_null() {
             bail!("graphql: {body}");
         }
@@ -141,8 +170,19 @@ impl Http {
     }
 
     async fn lag(&self) -> anyhow::Result<i64> {
-        let health: Value = self.client.get(format!("{}/health", self.base)).send().await?.json().await?;
-        Ok(health["projections"].as_array().map_or(i64::MAX, |p| p.iter().map(|x| x["lag"].as_i64().unwrap_or(i64::MAX)).max().unwrap_or(0)))
+        let health: Value = self
+            .client
+            .get(format!("{}/health", self.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(health["projections"].as_array().map_or(i64::MAX, |p| {
+            p.iter()
+                .map(|x| x["lag"].as_i64().unwrap_or(i64::MAX))
+                .max()
+                .unwrap_or(0)
+        }))
     }
 
     /// Seconds until every projection has caught up (bounded).
@@ -159,11 +199,20 @@ impl Http {
 }
 
 fn id(v: &Value, field: &str) -> String {
-    v["events"][0]["data"][field].as_str().unwrap_or_default().to_owned()
+    v["events"][0]["data"][field]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Scenario 1: C clients each drive their own tickets raise → assign → start → resolve → close.
-async fn http_commands(http: &Http, clients: usize, seconds: u64, customer: &str, technician: &str) -> anyhow::Result<Value> {
+async fn http_commands(
+    http: &Http,
+    clients: usize,
+    seconds: u64,
+    customer: &str,
+    technician: &str,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
@@ -204,27 +253,52 @@ async fn http_commands(http: &Http, clients: usize, seconds: u64, customer: &str
     let elapsed = started.elapsed().as_secs_f64();
     let commands = lat.len();
     let catch_up = http.caught_up(Duration::from_secs(60)).await?;
-    Ok(json!({ "clients": clients, "commands": commands, "commands_per_s": commands as f64 / elapsed, "errors": errors, "latency": percentiles(lat), "lag_zero_after_s": catch_up }))
+    Ok(
+        json!({ "clients": clients, "commands": commands, "commands_per_s": commands as f64 / elapsed, "errors": errors, "latency": percentiles(lat), "lag_zero_after_s": catch_up }),
+    )
 }
 
 fn meta() -> CommandMetadata {
     let id = Uuid::new_v4();
-    CommandMetadata { command_id: id, correlation_id: id, causation_id: id, actor: Actor { id: "bench".into(), role: "admin".into() }, recorded_at: Utc::now() }
+    CommandMetadata {
+        command_id: id,
+        correlation_id: id,
+        causation_id: id,
+        actor: Actor {
+            id: "bench".into(),
+            role: "admin".into(),
+        },
+        recorded_at: Utc::now(),
+    }
 }
 
 /// Scenario 2: appends at the store level, one event each, to per-client streams.
-async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64) -> anyhow::Result<Value> {
+async fn store_appends(
+    store: Arc<dyn EventStore>,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let store = store.clone();
             tokio::spawn(async move {
-                let stream = StreamId::new(format!("bench-{}-{c}", Uuid::new_v4().simple())).expect("stream name");
+                let stream = StreamId::new(format!("bench-{}-{c}", Uuid::new_v4().simple()))
+                    .expect("stream name");
                 let (mut lat, mut version) = (Vec::new(), 0i64);
                 while Instant::now() < deadline {
-                    let e = NewEvent { event_id: Uuid::new_v4(), event_type: "BenchEvent".into(), schema_version: 1, data: json!({ "n": version }) };
+                    let e = NewEvent {
+                        event_id: Uuid::new_v4(),
+                        event_type: "BenchEvent".into(),
+                        schema_version: 1,
+                        data: json!({ "n": version }),
+                    };
                     let t = Instant::now();
-                    if store.append(&stream, ExpectedVersion::Exact(version), vec![e], &meta()).await.is_ok() {
+                    if store
+                        .append(&stream, ExpectedVersion::Exact(version), vec![e], &meta())
+                        .await
+                        .is_ok()
+                    {
                         version += 1;
                         lat.push(t.elapsed().as_micros() as u64);
                     }
@@ -239,12 +313,19 @@ async fn store_appends(store: Arc<dyn EventStore>, clients: usize, seconds: u64)
         lat.extend(t.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(json!({ "clients": clients, "events": lat.len(), "events_per_s": lat.len() as f64 / elapsed, "latency": percentiles(lat) }))
+    Ok(
+        json!({ "clients": clients, "events": lat.len(), "events_per_s": lat.len() as f64 / elapsed, "latency": percentiles(lat) }),
+    )
 }
 
 /// Appends about `target` realistic ticket events (half the tickets closed, half open and
 /// assigned) for one customer and a few technicians; returns the open ticket ids.
-async fn generate(store: Arc<dyn EventStore>, target: usize, customer: Uuid, technicians: &[Uuid]) -> anyhow::Result<(usize, Vec<Uuid>)> {
+async fn generate(
+    store: Arc<dyn EventStore>,
+    target: usize,
+    customer: Uuid,
+    technicians: &[Uuid],
+) -> anyhow::Result<(usize, Vec<Uuid>)> {
     let tickets = target / 7 * 2;
     let per_task = tickets / 16 + 1;
     let tasks: Vec<_> = (0..16)
@@ -257,7 +338,7 @@ async fn generate(store: Arc<dyn EventStore>, target: usize, customer: Uuid, tec
                     let now = Utc::now();
                     let technician = domain::TechnicianId::from_uuid(technicians[(task + i) % technicians.len()]);
                     let raised = json!({ "type": "TicketRaised", "data": {
-                        "ticketId": ticket, "number": domain::TicketNumber::generate(now.date_naive(), rand::random()).as_str(),
+                        "ticketId": ticket, "number": domain::TicketNumber::generate(now.date_naive(), NUMBERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).as_str(),
                         "customerId": customer, "customerTier": "paid", "deviceId": null, "category": "repair",
                         "subject": format!("Generated {i}"), "description": "bench", "severity": SEVERITIES[i % 3],
                         "impact": 1 + i % 5, "priorityScore": 8, "priorityLevel": "P2", "raisedAt": now } });
@@ -316,11 +397,19 @@ async fn visibility(http: &Http, rate: u64, seconds: u64, customer: &str) -> any
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(json!({ "target_per_s": rate, "achieved_per_s": sent as f64 / elapsed, "visible": lat.len(), "failed": sent - lat.len(), "visibility": percentiles(lat) }))
+    Ok(
+        json!({ "target_per_s": rate, "achieved_per_s": sent as f64 / elapsed, "visible": lat.len(), "failed": sent - lat.len(), "visibility": percentiles(lat) }),
+    )
 }
 
 /// Scenario 5: GraphQL reads by 32 clients.
-async fn reads(http: &Http, clients: usize, seconds: u64, query: &'static str, variables: Arc<dyn Fn(usize) -> Value + Send + Sync>) -> anyhow::Result<Value> {
+async fn reads(
+    http: &Http,
+    clients: usize,
+    seconds: u64,
+    query: &'static str,
+    variables: Arc<dyn Fn(usize) -> Value + Send + Sync>,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
@@ -347,7 +436,9 @@ async fn reads(http: &Http, clients: usize, seconds: u64, query: &'static str, v
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(json!({ "clients": clients, "queries": lat.len(), "queries_per_s": lat.len() as f64 / elapsed, "errors": errors, "latency": percentiles(lat) }))
+    Ok(
+        json!({ "clients": clients, "queries": lat.len(), "queries_per_s": lat.len() as f64 / elapsed, "errors": errors, "latency": percentiles(lat) }),
+    )
 }
 
 /// Scenario 7: what PostgreSQL itself commits: pgbench, one row per commit at 32 clients, and
@@ -358,10 +449,22 @@ fn pgbench(url: &str, seconds: u64) -> anyhow::Result<Value> {
     let one = dir.join("one.sql");
     let hundred = dir.join("hundred.sql");
     std::fs::write(&one, "INSERT INTO bench_rows (v) VALUES (random());\n")?;
-    std::fs::write(&hundred, "INSERT INTO bench_rows (v) SELECT random() FROM generate_series(1, 100);\n")?;
+    std::fs::write(
+        &hundred,
+        "INSERT INTO bench_rows (v) SELECT random() FROM generate_series(1, 100);\n",
+    )?;
     let run = |script: &std::path::Path| -> anyhow::Result<f64> {
         let out = Command::new(&bin)
-            .args(["-n", "-c", "32", "-j", "2", "-T", &seconds.to_string(), "-f"])
+            .args([
+                "-n",
+                "-c",
+                "32",
+                "-j",
+                "2",
+                "-T",
+                &seconds.to_string(),
+                "-f",
+            ])
             .arg(script)
             .arg(url)
             .output()
@@ -372,13 +475,20 @@ fn pgbench(url: &str, seconds: u64) -> anyhow::Result<Value> {
             .find(|l| l.starts_with("tps = "))
             .and_then(|l| l.split_whitespace().nth(2))
             .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| format!("pgbench said: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+            .with_context(|| {
+                format!(
+                    "pgbench said: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
         Ok(tps)
     };
     let one_tps = run(&one)?;
     let hundred_tps = run(&hundred)?;
     let _ = std::fs::remove_dir_all(dir);
-    Ok(json!({ "one_row_per_commit_tps_32_clients": one_tps, "hundred_rows_per_commit_rows_per_s": hundred_tps * 100.0 }))
+    Ok(
+        json!({ "one_row_per_commit_tps_32_clients": one_tps, "hundred_rows_per_commit_rows_per_s": hundred_tps * 100.0 }),
+    )
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -388,8 +498,13 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(())
 }
@@ -403,7 +518,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         Some(url) => url.clone(),
         None => {
             let root = dir.clone();
-            let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&root.join("pg"), &[("max_connections", "300")])).await??;
+            let pg = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start(&root.join("pg"), &[("max_connections", "300")])
+            })
+            .await??;
             let url = pg.url("postgres");
             embedded = Some(pg);
             url
@@ -415,7 +533,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         None => bail!("DATABASE_URL must name a database"),
     };
     let pool = crate::connect_and_migrate(&url).await?;
-    sqlx::query("CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, v DOUBLE PRECISION)").execute(&pool).await?;
+    sqlx::query("CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, v DOUBLE PRECISION)")
+        .execute(&pool)
+        .await?;
     let settings: Vec<(String, String)> = sqlx::query_as("SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'server_version')").fetch_all(&pool).await?;
     let mut report = json!({
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "postgres": settings.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>() },
@@ -437,8 +557,24 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     step("commands over HTTP");
     let server = Server::start(&url)?;
     let http = Http::login(&server.base).await?;
-    let customer = id(&http.command("RegisterCustomer", json!({ "name": "Bench", "email": "bench@example.com", "tier": "paid" })).await?, "customerId");
-    let technician = id(&http.command("OnboardTechnician", json!({ "name": "Tech", "email": "tech@example.com" })).await?, "technicianId");
+    let customer = id(
+        &http
+            .command(
+                "RegisterCustomer",
+                json!({ "name": "Bench", "email": "bench@example.com", "tier": "paid" }),
+            )
+            .await?,
+        "customerId",
+    );
+    let technician = id(
+        &http
+            .command(
+                "OnboardTechnician",
+                json!({ "name": "Tech", "email": "tech@example.com" }),
+            )
+            .await?,
+        "technicianId",
+    );
     let mut commands = Vec::new();
     for c in [1, 8, 32, 128] {
         reset_peak(server.pid());
@@ -458,13 +594,36 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     step(&format!("generating {} events", options.events));
     let technicians: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     for t in &technicians {
-        let e = domain::TechnicianEvent::TechnicianOnboarded { technician_id: domain::TechnicianId::from_uuid(*t), name: domain::Text::parse("n", "Generated", 50)?, email: domain::Email::parse("e", &format!("{t}@bench.example"))?, onboarded_at: Utc::now() };
-        let new = NewEvent { event_id: Uuid::new_v4(), event_type: e.event_type().into(), schema_version: 1, data: e.to_data() };
-        store.append(&StreamId::for_aggregate("technician", t), ExpectedVersion::NoStream, vec![new], &meta()).await?;
+        let e = domain::TechnicianEvent::TechnicianOnboarded {
+            technician_id: domain::TechnicianId::from_uuid(*t),
+            name: domain::Text::parse("n", "Generated", 50)?,
+            email: domain::Email::parse("e", &format!("{t}@bench.example"))?,
+            onboarded_at: Utc::now(),
+        };
+        let new = NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: e.event_type().into(),
+            schema_version: 1,
+            data: e.to_data(),
+        };
+        store
+            .append(
+                &StreamId::for_aggregate("technician", t),
+                ExpectedVersion::NoStream,
+                vec![new],
+                &meta(),
+            )
+            .await?;
     }
     let generated_customer = Uuid::parse_str(&customer)?;
     let started = Instant::now();
-    let (written, open) = generate(store.clone(), options.events, generated_customer, &technicians).await?;
+    let (written, open) = generate(
+        store.clone(),
+        options.events,
+        generated_customer,
+        &technicians,
+    )
+    .await?;
     report["generate"] = json!({ "events": written, "seconds": started.elapsed().as_secs_f64(), "events_per_s": written as f64 / started.elapsed().as_secs_f64() });
 
     step("serve catching up on the generated log (memory across the whole log)");
@@ -478,7 +637,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     let open = Arc::new(open);
     let ids = open.clone();
     reset_peak(server.pid());
-    let mut by_id = reads(&http, 32, options.seconds, "query($id: ID!) { ticket(id: $id) { id number status priority { score level } } }", Arc::new(move |i| json!({ "id": ids[i % ids.len()] }))).await?;
+    let mut by_id = reads(
+        &http,
+        32,
+        options.seconds,
+        "query($id: ID!) { ticket(id: $id) { id number status priority { score level } } }",
+        Arc::new(move |i| json!({ "id": ids[i % ids.len()] })),
+    )
+    .await?;
     by_id["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
     let techs = Arc::new(technicians.clone());
     reset_peak(server.pid());
@@ -499,10 +665,23 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     report["rebuild"] = json!(rebuilds);
 
     // Ratios to what PostgreSQL itself commits, measured in the same run.
-    let one = report["pgbench"]["one_row_per_commit_tps_32_clients"].as_f64().unwrap_or(f64::NAN);
-    let rows = report["pgbench"]["hundred_rows_per_commit_rows_per_s"].as_f64().unwrap_or(f64::NAN);
-    let commands32 = report["http_commands"][2]["commands_per_s"].as_f64().unwrap_or(0.0);
-    let slowest_rebuild = report["rebuild"].as_array().map(|r| r.iter().filter_map(|x| x["events_per_s"].as_f64()).fold(f64::INFINITY, f64::min)).unwrap_or(0.0);
+    let one = report["pgbench"]["one_row_per_commit_tps_32_clients"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let rows = report["pgbench"]["hundred_rows_per_commit_rows_per_s"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let commands32 = report["http_commands"][2]["commands_per_s"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let slowest_rebuild = report["rebuild"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x["events_per_s"].as_f64())
+                .fold(f64::INFINITY, f64::min)
+        })
+        .unwrap_or(0.0);
     report["ratios"] = json!({
         "commands_32_clients_vs_pgbench_one_row_tps": commands32 / one,
         "slowest_rebuild_vs_pgbench_100_rows_per_s": slowest_rebuild / rows,
@@ -519,11 +698,25 @@ pub fn table(report: &Value) -> String {
     let mut out = String::new();
     let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.1}"));
     out.push_str(&format!("machine: {}\n\n", report["machine"]));
-    out.push_str(&format!("pgbench: {} tps (1 row/commit, 32 clients), {} rows/s (100 rows/commit)\n\n", f(&report["pgbench"]["one_row_per_commit_tps_32_clients"]), f(&report["pgbench"]["hundred_rows_per_commit_rows_per_s"])));
+    out.push_str(&format!(
+        "pgbench: {} tps (1 row/commit, 32 clients), {} rows/s (100 rows/commit)\n\n",
+        f(&report["pgbench"]["one_row_per_commit_tps_32_clients"]),
+        f(&report["pgbench"]["hundred_rows_per_commit_rows_per_s"])
+    ));
     out.push_str("scenario                     clients      rate/s     p50 ms     p95 ms     p99 ms     max ms  errors  peak RSS MiB\n");
     let row = |out: &mut String, name: &str, r: &Value, rate: &str| {
         let l = &r["latency"];
-        out.push_str(&format!("{name:<28} {:>7} {:>11} {:>10} {:>10} {:>10} {:>10} {:>7} {:>13}\n", r["clients"], f(&r[rate]), f(&l["p50_ms"]), f(&l["p95_ms"]), f(&l["p99_ms"]), f(&l["max_ms"]), r["errors"].as_u64().map_or("-".into(), |e| e.to_string()), f(&r["serve_peak_rss_mib"])));
+        out.push_str(&format!(
+            "{name:<28} {:>7} {:>11} {:>10} {:>10} {:>10} {:>10} {:>7} {:>13}\n",
+            r["clients"],
+            f(&r[rate]),
+            f(&l["p50_ms"]),
+            f(&l["p95_ms"]),
+            f(&l["p99_ms"]),
+            f(&l["max_ms"]),
+            r["errors"].as_u64().map_or("-".into(), |e| e.to_string()),
+            f(&r["serve_peak_rss_mib"])
+        ));
     };
     for r in report["store_appends"].as_array().into_iter().flatten() {
         row(&mut out, "store appends (events)", r, "events_per_s");
@@ -532,13 +725,50 @@ pub fn table(report: &Value) -> String {
         row(&mut out, "HTTP commands", r, "commands_per_s");
     }
     let v = &report["visibility"];
-    out.push_str(&format!("visibility at {}/s (achieved {}/s): p50 {} ms, p99 {} ms, failed {}\n", v["target_per_s"], f(&v["achieved_per_s"]), f(&v["visibility"]["p50_ms"]), f(&v["visibility"]["p99_ms"]), v["failed"]));
-    row(&mut out, "GraphQL ticket by id", &report["graphql_reads"]["ticket_by_id"], "queries_per_s");
-    row(&mut out, "GraphQL technician queue", &report["graphql_reads"]["technician_queue"], "queries_per_s");
-    out.push_str(&format!("generated {} events at {} events/s; live catch-up {} events/s, peak RSS {} MiB\n", report["generate"]["events"], f(&report["generate"]["events_per_s"]), f(&report["live_catch_up"]["events_per_s"]), f(&report["live_catch_up"]["serve_peak_rss_mib"])));
+    out.push_str(&format!(
+        "visibility at {}/s (achieved {}/s): p50 {} ms, p99 {} ms, failed {}\n",
+        v["target_per_s"],
+        f(&v["achieved_per_s"]),
+        f(&v["visibility"]["p50_ms"]),
+        f(&v["visibility"]["p99_ms"]),
+        v["failed"]
+    ));
+    row(
+        &mut out,
+        "GraphQL ticket by id",
+        &report["graphql_reads"]["ticket_by_id"],
+        "queries_per_s",
+    );
+    row(
+        &mut out,
+        "GraphQL technician queue",
+        &report["graphql_reads"]["technician_queue"],
+        "queries_per_s",
+    );
+    out.push_str(&format!(
+        "generated {} events at {} events/s; live catch-up {} events/s, peak RSS {} MiB\n",
+        report["generate"]["events"],
+        f(&report["generate"]["events_per_s"]),
+        f(&report["live_catch_up"]["events_per_s"]),
+        f(&report["live_catch_up"]["serve_peak_rss_mib"])
+    ));
     for r in report["rebuild"].as_array().into_iter().flatten() {
-        out.push_str(&format!("rebuild {:<14} {} events in {} s = {} events/s\n", r["projection"].as_str().unwrap_or(""), r["events"], f(&r["seconds"]), f(&r["events_per_s"])));
+        out.push_str(&format!(
+            "rebuild {:<14} {} events in {} s = {} events/s\n",
+            r["projection"].as_str().unwrap_or(""),
+            r["events"],
+            f(&r["seconds"]),
+            f(&r["events_per_s"])
+        ));
     }
-    out.push_str(&format!("\nratios: commands(32)/pgbench tps = {:.3}; slowest rebuild/pgbench rows = {:.3}\n", report["ratios"]["commands_32_clients_vs_pgbench_one_row_tps"].as_f64().unwrap_or(f64::NAN), report["ratios"]["slowest_rebuild_vs_pgbench_100_rows_per_s"].as_f64().unwrap_or(f64::NAN)));
+    out.push_str(&format!(
+        "\nratios: commands(32)/pgbench tps = {:.3}; slowest rebuild/pgbench rows = {:.3}\n",
+        report["ratios"]["commands_32_clients_vs_pgbench_one_row_tps"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        report["ratios"]["slowest_rebuild_vs_pgbench_100_rows_per_s"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    ));
     out
 }

@@ -206,7 +206,12 @@ async fn run(command: Commands) -> anyhow::Result<()> {
             println!("copied and verified {copied} events");
             Ok(())
         }
-        Commands::Bench { database_url, seconds, events, output } => {
+        Commands::Bench {
+            database_url,
+            seconds,
+            events,
+            output,
+        } => {
             let report = ledger::bench::run(ledger::bench::BenchOptions {
                 database_url: database_url.filter(|u| !u.is_empty()),
                 seconds,
