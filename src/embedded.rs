@@ -110,7 +110,17 @@ impl EmbeddedPostgres {
             return Ok(pg);
         }
 
-        let port = free_port()?;
+        // Keep the port of the previous start when it is free, so clients configured with this
+        // cluster's URL reconnect after a restart.
+        let port_file = root.join("pg-port");
+        let previous = fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let port = match previous {
+            Some(p) if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
+            _ => free_port()?,
+        };
+        fs::write(&port_file, port.to_string()).map_err(io_err("writing pg-port"))?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -57,6 +57,9 @@ pub enum AuthError {
     Invalid,
     #[error("the session has ended; sign in again")]
     Ended,
+    /// The account could not be checked because the store is down (503, not 401).
+    #[error("the event store is unavailable")]
+    Unavailable,
 }
 
 /// Issues and checks tokens; verifies passwords.
@@ -116,7 +119,10 @@ impl TokenService {
             .claims;
         let user = load_user(&*self.store, UserId::from_uuid(claims.sub))
             .await
-            .map_err(|_| AuthError::Invalid)?
+            .map_err(|e| match e {
+                ApiError::Unavailable(_) => AuthError::Unavailable,
+                _ => AuthError::Invalid,
+            })?
             .ok_or(AuthError::Invalid)?;
         if !user.active || user.ended_sessions.contains(&claims.sid) {
             return Err(AuthError::Ended);

@@ -46,6 +46,12 @@ pub async fn authenticate(
                 request.extensions_mut().insert(auth.principal.clone());
                 request.extensions_mut().insert(auth);
             }
+            Err(AuthError::Unavailable) => {
+                return ApiError::Unavailable(stream_store::StoreError::Unavailable(
+                    "cannot check the token while the store is down".into(),
+                ))
+                .into_response()
+            }
             Err(e) => return ApiError::Unauthenticated(e.to_string()).into_response(),
         }
     }

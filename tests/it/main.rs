@@ -9,6 +9,7 @@ mod harness;
 mod migrate;
 mod projections;
 mod read_models;
+mod restart;
 mod store;
 mod stress;
 mod workflows;
