@@ -68,11 +68,15 @@ impl CommandService {
     ) -> Result<AppendOutcome, ApiError> {
         let stream = stream_of::<Customer>(command.customer_id);
         let cmd = CustomerCommand::Register(command.clone());
-        self.probe::<Customer>(&stream, cmd.clone(), meta).await?;
-        self.reserve_email("customer", &command.email, &stream, meta)
-            .await?;
-        self.execute::<Customer>(&stream, expected, meta, || cmd.clone())
-            .await
+        self.register_with_email::<Customer>(
+            &stream,
+            cmd,
+            "customer",
+            &command.email,
+            expected,
+            meta,
+        )
+        .await
     }
 
     pub async fn update_customer(
@@ -122,11 +126,15 @@ impl CommandService {
     ) -> Result<AppendOutcome, ApiError> {
         let stream = stream_of::<Technician>(command.technician_id);
         let cmd = TechnicianCommand::Onboard(command.clone());
-        self.probe::<Technician>(&stream, cmd.clone(), meta).await?;
-        self.reserve_email("technician", &command.email, &stream, meta)
-            .await?;
-        self.execute::<Technician>(&stream, expected, meta, || cmd.clone())
-            .await
+        self.register_with_email::<Technician>(
+            &stream,
+            cmd,
+            "technician",
+            &command.email,
+            expected,
+            meta,
+        )
+        .await
     }
 
     pub async fn technician_command(
@@ -393,10 +401,7 @@ impl CommandService {
         self.check_grant(&command.grant).await?;
         let stream = stream_of::<User>(command.user_id);
         let cmd = UserCommand::Register(command.clone());
-        self.probe::<User>(&stream, cmd.clone(), meta).await?;
-        self.reserve_email("user", &command.email, &stream, meta)
-            .await?;
-        self.execute::<User>(&stream, expected, meta, || cmd.clone())
+        self.register_with_email::<User>(&stream, cmd, "user", &command.email, expected, meta)
             .await
     }
 
@@ -476,6 +481,26 @@ impl CommandService {
     }
 
     // ---- the machinery ---------------------------------------------------------------
+
+    /// Registers an aggregate whose e-mail must be unique among its `kind`: refuse early what
+    /// the domain refuses, claim the e-mail, then append.
+    async fn register_with_email<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        kind: &str,
+        email: &Email,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+    ) -> Result<AppendOutcome, ApiError>
+    where
+        A::Command: Clone,
+    {
+        self.probe::<A>(stream, command.clone(), meta).await?;
+        self.reserve_email(kind, email, stream, meta).await?;
+        self.execute::<A>(stream, expected, meta, || command.clone())
+            .await
+    }
 
     /// Decides `command` against the current state without appending: refuses early, before
     /// a secondary write, what the final append would refuse.
