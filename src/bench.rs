@@ -26,6 +26,18 @@ pub struct BenchOptions {
     /// Events in the rebuild scenario.
     pub events: usize,
     pub output: PathBuf,
+    /// Scenarios to run; empty means all.
+    pub only: Vec<Scenario>,
+}
+
+/// The benchmark's scenarios, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Appends,
+    Commands,
+    Visibility,
+    Reads,
+    Rebuild,
 }
 
 const ADMIN_PASSWORD: &str = "Bench-admin-1!";
@@ -546,15 +558,17 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     step("pgbench (the limit)");
     report["pgbench"] = pgbench(&url, options.seconds)?;
 
-    step("store appends");
+    let wants = |s: Scenario| options.only.is_empty() || options.only.contains(&s);
     let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
-    let mut appends = Vec::new();
-    for c in [1, 8, 32, 128] {
-        appends.push(store_appends(store.clone(), c, options.seconds).await?);
+    if wants(Scenario::Appends) {
+        step("store appends");
+        let mut appends = Vec::new();
+        for c in [1, 8, 32, 128] {
+            appends.push(store_appends(store.clone(), c, options.seconds).await?);
+        }
+        report["store_appends"] = json!(appends);
     }
-    report["store_appends"] = json!(appends);
 
-    step("commands over HTTP");
     let server = Server::start(&url)?;
     let http = Http::login(&server.base).await?;
     let customer = id(
@@ -575,21 +589,30 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
             .await?,
         "technicianId",
     );
-    let mut commands = Vec::new();
-    for c in [1, 8, 32, 128] {
-        reset_peak(server.pid());
-        let mut result = http_commands(&http, c, options.seconds, &customer, &technician).await?;
-        result["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
-        commands.push(result);
+    if wants(Scenario::Commands) {
+        step("commands over HTTP");
+        let mut commands = Vec::new();
+        for c in [1, 8, 32, 128] {
+            reset_peak(server.pid());
+            let mut result =
+                http_commands(&http, c, options.seconds, &customer, &technician).await?;
+            result["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+            commands.push(result);
+        }
+        report["http_commands"] = json!(commands);
     }
-    report["http_commands"] = json!(commands);
 
-    step("visibility at 1,000 commands/s");
-    reset_peak(server.pid());
-    let mut seen = visibility(&http, 1000, options.seconds, &customer).await?;
-    seen["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
-    report["visibility"] = seen;
+    if wants(Scenario::Visibility) {
+        step("visibility at 1,000 commands/s");
+        reset_peak(server.pid());
+        let mut seen = visibility(&http, 1000, options.seconds, &customer).await?;
+        seen["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+        report["visibility"] = seen;
+    }
     drop(server);
+    if !wants(Scenario::Reads) && !wants(Scenario::Rebuild) {
+        return finish(report, pool, embedded, dir, &options.output).await;
+    }
 
     step(&format!("generating {} events", options.events));
     let technicians: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
@@ -633,37 +656,51 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     let catch_up = http.caught_up(Duration::from_secs(3600)).await?;
     report["live_catch_up"] = json!({ "events": written, "seconds": catch_up, "events_per_s": written as f64 / catch_up, "serve_peak_rss_mib": rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0 });
 
-    step("GraphQL reads");
-    let open = Arc::new(open);
-    let ids = open.clone();
-    reset_peak(server.pid());
-    let mut by_id = reads(
-        &http,
-        32,
-        options.seconds,
-        "query($id: ID!) { ticket(id: $id) { id number status priority { score level } } }",
-        Arc::new(move |i| json!({ "id": ids[i % ids.len()] })),
-    )
-    .await?;
-    by_id["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
-    let techs = Arc::new(technicians.clone());
-    reset_peak(server.pid());
-    let mut queue = reads(&http, 32, options.seconds, "query($t: ID!) { ticketQueue(technicianId: $t, first: 20) { totalCount edges { node { id number priority { score } } } } }", Arc::new(move |i| json!({ "t": techs[i % techs.len()] }))).await?;
-    queue["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
-    report["graphql_reads"] = json!({ "tickets_in_read_model": open.len() * 2, "ticket_by_id": by_id, "technician_queue": queue });
+    if wants(Scenario::Reads) {
+        step("GraphQL reads");
+        let open = Arc::new(open);
+        let ids = open.clone();
+        reset_peak(server.pid());
+        let mut by_id = reads(
+            &http,
+            32,
+            options.seconds,
+            "query($id: ID!) { ticket(id: $id) { id number status priority { score level } } }",
+            Arc::new(move |i| json!({ "id": ids[i % ids.len()] })),
+        )
+        .await?;
+        by_id["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+        let techs = Arc::new(technicians.clone());
+        reset_peak(server.pid());
+        let mut queue = reads(&http, 32, options.seconds, "query($t: ID!) { ticketQueue(technicianId: $t, first: 20) { totalCount edges { node { id number priority { score } } } } }", Arc::new(move |i| json!({ "t": techs[i % techs.len()] }))).await?;
+        queue["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
+        report["graphql_reads"] = json!({ "tickets_in_read_model": open.len() * 2, "ticket_by_id": by_id, "technician_queue": queue });
+    }
     drop(server);
 
-    step("rebuild of every read model");
-    let mut rebuilds = Vec::new();
-    let head = store.head().await?;
-    for p in projections::all_projectors() {
-        let started = Instant::now();
-        projections::rebuild(&*store, &pool, &*p, &|_, _| {}).await?;
-        let seconds = started.elapsed().as_secs_f64();
-        rebuilds.push(json!({ "projection": p.name(), "events": head, "seconds": seconds, "events_per_s": head as f64 / seconds }));
+    if wants(Scenario::Rebuild) {
+        step("rebuild of every read model");
+        let mut rebuilds = Vec::new();
+        let head = store.head().await?;
+        for p in projections::all_projectors() {
+            let started = Instant::now();
+            projections::rebuild(&*store, &pool, &*p, &|_, _| {}).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            rebuilds.push(json!({ "projection": p.name(), "events": head, "seconds": seconds, "events_per_s": head as f64 / seconds }));
+        }
+        report["rebuild"] = json!(rebuilds);
     }
-    report["rebuild"] = json!(rebuilds);
+    finish(report, pool, embedded, dir, &options.output).await
+}
 
+/// Adds the ratios, writes the JSON report and removes the embedded cluster.
+async fn finish(
+    mut report: Value,
+    pool: sqlx::PgPool,
+    embedded: Option<EmbeddedPostgres>,
+    dir: PathBuf,
+    output: &std::path::Path,
+) -> anyhow::Result<Value> {
     // Ratios to what PostgreSQL itself commits, measured in the same run.
     let one = report["pgbench"]["one_row_per_commit_tps_32_clients"]
         .as_f64()
@@ -689,7 +726,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     pool.close().await;
     drop(embedded);
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::write(&options.output, serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(output, serde_json::to_string_pretty(&report)?)?;
     Ok(report)
 }
 

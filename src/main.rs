@@ -72,6 +72,9 @@ enum Commands {
         /// Where to write the JSON report.
         #[arg(long, default_value = "bench-results.json")]
         output: PathBuf,
+        /// Run only these scenarios (comma-separated); pgbench always runs, for the ratios.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<ledger::bench::Scenario>,
     },
     /// Load demo data (customers, technicians, a device, parts, tickets) and demo accounts,
     /// and print the accounts' passwords. Does nothing if the demo data is already there.
@@ -211,12 +214,14 @@ async fn run(command: Commands) -> anyhow::Result<()> {
             seconds,
             events,
             output,
+            only,
         } => {
             let report = ledger::bench::run(ledger::bench::BenchOptions {
                 database_url: database_url.filter(|u| !u.is_empty()),
                 seconds,
                 events,
                 output: output.clone(),
+                only,
             })
             .await?;
             print!("{}", ledger::bench::table(&report));

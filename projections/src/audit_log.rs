@@ -17,31 +17,80 @@ impl Projector for AuditLog {
         &["audit_log"]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-        // Auditors read everything but password hashes.
-        let data = redact(&e.data);
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut rows = Rows::default();
+        for e in events {
+            rows.push(e);
+        }
+        if rows.position.is_empty() {
+            return Ok(());
+        }
+        // One statement per batch: the rows travel as one array per column.
         sqlx::query!(
             "INSERT INTO audit_log (position, stream_id, version, event_id, event_type,
                                     schema_version, actor_id, actor_role, command_id,
                                     correlation_id, causation_id, recorded_at, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            e.position,
-            e.stream_id.as_str(),
-            e.version,
-            e.event_id,
-            e.event_type,
-            e.schema_version,
-            e.actor.id,
-            e.actor.role,
-            e.command_id,
-            e.correlation_id,
-            e.causation_id,
-            e.recorded_at,
-            data
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
+                                  $5::text[], $6::int[], $7::text[], $8::text[], $9::uuid[],
+                                  $10::uuid[], $11::uuid[], $12::timestamptz[], $13::jsonb[])",
+            &rows.position,
+            &rows.stream_id as &[&str],
+            &rows.version,
+            &rows.event_id,
+            &rows.event_type as &[&str],
+            &rows.schema_version,
+            &rows.actor_id as &[&str],
+            &rows.actor_role as &[&str],
+            &rows.command_id,
+            &rows.correlation_id,
+            &rows.causation_id,
+            &rows.recorded_at,
+            &rows.data
         )
         .execute(tx)
         .await?;
         Ok(())
+    }
+}
+
+/// The batch's rows, column by column.
+#[derive(Default)]
+struct Rows<'a> {
+    position: Vec<i64>,
+    stream_id: Vec<&'a str>,
+    version: Vec<i64>,
+    event_id: Vec<uuid::Uuid>,
+    event_type: Vec<&'a str>,
+    schema_version: Vec<i32>,
+    actor_id: Vec<&'a str>,
+    actor_role: Vec<&'a str>,
+    command_id: Vec<uuid::Uuid>,
+    correlation_id: Vec<uuid::Uuid>,
+    causation_id: Vec<uuid::Uuid>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+    data: Vec<serde_json::Value>,
+}
+
+impl<'a> Rows<'a> {
+    fn push(&mut self, e: &'a RecordedEvent) {
+        self.position.push(e.position);
+        self.stream_id.push(e.stream_id.as_str());
+        self.version.push(e.version);
+        self.event_id.push(e.event_id);
+        self.event_type.push(&e.event_type);
+        self.schema_version.push(e.schema_version);
+        self.actor_id.push(&e.actor.id);
+        self.actor_role.push(&e.actor.role);
+        self.command_id.push(e.command_id);
+        self.correlation_id.push(e.correlation_id);
+        self.causation_id.push(e.causation_id);
+        self.recorded_at.push(e.recorded_at);
+        // Auditors read everything but password hashes.
+        self.data.push(redact(&e.data));
     }
 }
 

@@ -43,13 +43,14 @@ pub trait Projector: Send + Sync + 'static {
     /// The tables this projector alone writes; a rebuild replaces exactly these.
     fn tables(&self) -> &'static [&'static str];
 
-    /// Applies one event inside the batch's transaction. Must ignore events it does not use,
-    /// name its tables unqualified (a rebuild points `search_path` elsewhere) and read the
-    /// time only from events, so that a rebuild produces the very same rows.
+    /// Applies a batch of consecutive events, in log order, inside the batch's transaction.
+    /// Must ignore events it does not use, name its tables unqualified (a rebuild points
+    /// `search_path` elsewhere) and read the time only from events, so that a rebuild produces
+    /// the very same rows. The result must not depend on where the log is cut into batches.
     async fn apply(
         &self,
         tx: &mut PgConnection,
-        event: &RecordedEvent,
+        events: &[RecordedEvent],
     ) -> Result<(), ProjectionError>;
 }
 
@@ -127,9 +128,7 @@ async fn apply_batch(
     if current != from {
         return Ok(BatchOutcome::Moved(current));
     }
-    for event in events {
-        projector.apply(&mut tx, event).await?;
-    }
+    projector.apply(&mut tx, events).await?;
     sqlx::query!(
         "UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
         projector.name(),
@@ -384,9 +383,7 @@ pub async fn rebuild(
         sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
             .execute(&mut *tx)
             .await?;
-        for event in &events {
-            projector.apply(&mut tx, event).await?;
-        }
+        projector.apply(&mut tx, &events).await?;
         tx.commit().await?;
         position = last;
         progress(position, head.max(position));
@@ -410,9 +407,7 @@ pub async fn rebuild(
         let events = store.read_all(position, REBUILD_BATCH).await?;
         let Some(last) = events.last() else { break };
         let last = last.position;
-        for event in &events {
-            projector.apply(&mut tx, event).await?;
-        }
+        projector.apply(&mut tx, &events).await?;
         position = last;
     }
     sqlx::query("SET LOCAL search_path TO public")

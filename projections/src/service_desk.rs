@@ -2,6 +2,8 @@
 //! billing and delivery board) and tickets (queues and details). One projection, so that the
 //! queries joining them always see one consistent position of the log.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use domain::{
     Aggregate, CustomerEvent, DeviceEvent, EventPayload, Money, PartEvent, TechnicianEvent, Ticket,
@@ -66,25 +68,34 @@ impl Projector for ServiceDesk {
         ]
     }
 
-    async fn apply(&self, tx: &mut PgConnection, e: &RecordedEvent) -> Result<(), ProjectionError> {
-        if let Some(event) = decode::<TicketEvent>(e)? {
-            if let Some(id) = stream_uuid(e, "ticket") {
-                apply_ticket(tx, e, id, event).await?;
-            }
-        } else if let Some(event) = decode::<DeviceEvent>(e)? {
-            if let Some(id) = stream_uuid(e, "device") {
-                apply_device(tx, e, id, event).await?;
-            }
-        } else if let Some(event) = decode::<CustomerEvent>(e)? {
-            apply_customer(tx, e, event).await?;
-        } else if let Some(event) = decode::<TechnicianEvent>(e)? {
-            apply_technician(tx, event).await?;
-        } else if let Some(event) = decode::<PartEvent>(e)? {
-            if let Some(id) = stream_uuid(e, "part") {
-                apply_part(tx, e, id, event).await?;
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        // Ticket rows are written once per batch (they are most of the log); the other
+        // tables, which no ticket write reads, are written event by event as they come.
+        let mut tickets = TicketBatch::default();
+        for e in events {
+            if let Some(event) = decode::<TicketEvent>(e)? {
+                if let Some(id) = stream_uuid(e, "ticket") {
+                    tickets.push(e, id, event);
+                }
+            } else if let Some(event) = decode::<DeviceEvent>(e)? {
+                if let Some(id) = stream_uuid(e, "device") {
+                    apply_device(tx, e, id, event).await?;
+                }
+            } else if let Some(event) = decode::<CustomerEvent>(e)? {
+                apply_customer(tx, e, event).await?;
+            } else if let Some(event) = decode::<TechnicianEvent>(e)? {
+                apply_technician(tx, event).await?;
+            } else if let Some(event) = decode::<PartEvent>(e)? {
+                if let Some(id) = stream_uuid(e, "part") {
+                    apply_part(tx, e, id, event).await?;
+                }
             }
         }
-        Ok(())
+        tickets.write(tx).await
     }
 }
 
@@ -423,210 +434,473 @@ async fn touch_device(
     Ok(())
 }
 
-/// Evolves the ticket with the domain's own code (so bill, coverage and balance are exactly the
-/// domain's), then writes every column from the new state.
-async fn apply_ticket(
-    tx: &mut PgConnection,
-    e: &RecordedEvent,
-    id: Uuid,
-    event: TicketEvent,
-) -> Result<(), ProjectionError> {
-    let previous = match event {
-        TicketEvent::TicketRaised { .. } => None,
-        _ => {
-            let row = sqlx::query!(
-                r#"SELECT state, settled_at FROM tickets WHERE ticket_id = $1"#,
-                id
-            )
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(()) };
-            let state: TicketState =
-                serde_json::from_value(row.state).map_err(|source| ProjectionError::Corrupt {
-                    position: e.position,
-                    reason: source.to_string(),
-                })?;
-            Some((state, row.settled_at))
-        }
-    };
-    let (before, settled_before) = match previous {
-        Some((state, settled)) => (Some(state), settled),
-        None => (None, None),
-    };
-    let ticket = match &before {
-        Some(state) => Ticket::from_state(state.clone()),
-        None => Ticket::default(),
-    }
-    .evolve(&event);
-    let Some(s) = ticket.state() else {
-        return Ok(());
-    };
+/// The ticket events of one batch. Writing a batch takes five statements however many
+/// events it holds: load the states of the tickets it continues, evolve them in memory with the
+/// domain's own code (so bill, coverage and balance are exactly the domain's), then insert the
+/// notes, parts and payments and upsert every touched ticket, each with one `UNNEST`.
+#[derive(Default)]
+struct TicketBatch<'a> {
+    events: Vec<(&'a RecordedEvent, Uuid, TicketEvent)>,
+}
 
-    // Child rows.
-    match &event {
-        TicketEvent::NoteAdded {
-            note_id,
-            text,
-            visibility,
-            added_at,
-        } => {
+/// A ticket as the batch evolves it.
+struct Evolving {
+    ticket: Ticket,
+    settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    raised_position: i64,
+    /// The last event applied to it, which the row records as its version and update time.
+    last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+}
+
+impl<'a> TicketBatch<'a> {
+    fn push(&mut self, e: &'a RecordedEvent, id: Uuid, event: TicketEvent) {
+        self.events.push((e, id, event));
+    }
+
+    async fn write(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        // Tickets whose first event here is not their raise already have a row.
+        let mut seen = std::collections::HashSet::new();
+        let continued: Vec<Uuid> = self
+            .events
+            .iter()
+            .filter(|(_, id, event)| {
+                seen.insert(*id) && !matches!(event, TicketEvent::TicketRaised { .. })
+            })
+            .map(|(_, id, _)| *id)
+            .collect();
+        let mut tickets: HashMap<Uuid, Evolving> = HashMap::with_capacity(seen.len());
+        let mut order: Vec<Uuid> = Vec::with_capacity(seen.len());
+        if !continued.is_empty() {
+            let rows = sqlx::query!(
+                "SELECT ticket_id, state, settled_at, raised_position FROM tickets
+                 WHERE ticket_id = ANY($1)",
+                &continued
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let state: TicketState = serde_json::from_value(row.state).map_err(|source| {
+                    ProjectionError::Corrupt {
+                        position: self.events[0].0.position,
+                        reason: format!("ticket {}: {source}", row.ticket_id),
+                    }
+                })?;
+                tickets.insert(
+                    row.ticket_id,
+                    Evolving {
+                        ticket: Ticket::from_state(state),
+                        settled_at: row.settled_at,
+                        raised_position: row.raised_position,
+                        last: None,
+                    },
+                );
+            }
+        }
+
+        let mut children = Children::default();
+        for (e, id, event) in &self.events {
+            let raise = matches!(event, TicketEvent::TicketRaised { .. });
+            if raise {
+                // A raise starts from nothing (as the domain's own fold does).
+                let last = tickets.get(id).and_then(|t| t.last);
+                tickets.insert(
+                    *id,
+                    Evolving {
+                        ticket: Ticket::default(),
+                        settled_at: None,
+                        raised_position: e.position,
+                        last,
+                    },
+                );
+            }
+            // An event for a ticket that was never raised changes nothing.
+            let Some(entry) = tickets.get_mut(id) else {
+                continue;
+            };
+            let owed_before = entry
+                .ticket
+                .state()
+                .is_some_and(|b| b.balance() > Money::ZERO);
+            let ticket = std::mem::take(&mut entry.ticket).evolve(event);
+            let Some(s) = ticket.state() else {
+                entry.ticket = ticket;
+                continue;
+            };
+            entry.settled_at = if s.balance() > Money::ZERO {
+                None
+            } else if owed_before {
+                Some(e.recorded_at)
+            } else {
+                entry.settled_at
+            };
+            if entry.last.is_none() {
+                order.push(*id);
+            }
+            entry.last = Some((e.version, e.recorded_at));
+            children.push(e, *id, event);
+            entry.ticket = ticket;
+        }
+
+        children.insert(tx).await?;
+        let mut rows = TicketRows::default();
+        for id in &order {
+            if let Some(entry) = tickets.get(id) {
+                if let (Some(s), Some((version, at))) = (entry.ticket.state(), entry.last) {
+                    rows.push(s, entry, version, at)?;
+                }
+            }
+        }
+        rows.upsert(tx).await
+    }
+}
+
+/// Notes, parts and payments of one batch, column by column.
+#[derive(Default)]
+struct Children {
+    note_id: Vec<Uuid>,
+    note_ticket: Vec<Uuid>,
+    note_position: Vec<i64>,
+    note_text: Vec<String>,
+    note_visibility: Vec<String>,
+    note_actor: Vec<String>,
+    note_added_at: Vec<chrono::DateTime<chrono::Utc>>,
+    part_ticket: Vec<Uuid>,
+    part_position: Vec<i64>,
+    part_id: Vec<Uuid>,
+    part_quantity: Vec<i32>,
+    part_unit_cost: Vec<i64>,
+    part_used_at: Vec<chrono::DateTime<chrono::Utc>>,
+    payment_id: Vec<Uuid>,
+    payment_ticket: Vec<Uuid>,
+    payment_position: Vec<i64>,
+    payment_amount: Vec<i64>,
+    payment_method: Vec<String>,
+    payment_paid_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Children {
+    fn push(&mut self, e: &RecordedEvent, id: Uuid, event: &TicketEvent) {
+        match event {
+            TicketEvent::NoteAdded {
+                note_id,
+                text,
+                visibility,
+                added_at,
+            } => {
+                self.note_id.push(note_id.as_uuid());
+                self.note_ticket.push(id);
+                self.note_position.push(e.position);
+                self.note_text.push(text.as_str().to_owned());
+                self.note_visibility.push(label(visibility));
+                self.note_actor.push(e.actor.id.clone());
+                self.note_added_at.push(*added_at);
+            }
+            TicketEvent::PartUsed {
+                part_id,
+                quantity,
+                unit_cost,
+                used_at,
+            } => {
+                self.part_ticket.push(id);
+                self.part_position.push(e.position);
+                self.part_id.push(part_id.as_uuid());
+                self.part_quantity
+                    .push(i32::try_from(*quantity).unwrap_or(i32::MAX));
+                self.part_unit_cost.push(money(*unit_cost));
+                self.part_used_at.push(*used_at);
+            }
+            TicketEvent::PaymentRecorded {
+                payment_id,
+                amount,
+                method,
+                paid_at,
+            } => {
+                self.payment_id.push(payment_id.as_uuid());
+                self.payment_ticket.push(id);
+                self.payment_position.push(e.position);
+                self.payment_amount.push(money(*amount));
+                self.payment_method.push(label(method));
+                self.payment_paid_at.push(*paid_at);
+            }
+            _ => {}
+        }
+    }
+
+    async fn insert(&self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        if !self.note_id.is_empty() {
             sqlx::query!(
                 "INSERT INTO ticket_notes (note_id, ticket_id, position, text, visibility,
                                            actor_id, added_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                note_id.as_uuid(),
-                id,
-                e.position,
-                text.as_str(),
-                label(visibility),
-                e.actor.id,
-                added_at
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],
+                                      $5::text[], $6::text[], $7::timestamptz[])",
+                &self.note_id,
+                &self.note_ticket,
+                &self.note_position,
+                &self.note_text,
+                &self.note_visibility,
+                &self.note_actor,
+                &self.note_added_at
             )
             .execute(&mut *tx)
             .await?;
         }
-        TicketEvent::PartUsed {
-            part_id,
-            quantity,
-            unit_cost,
-            used_at,
-        } => {
+        if !self.part_id.is_empty() {
             sqlx::query!(
-                "INSERT INTO ticket_parts (ticket_id, position, part_id, quantity, unit_cost, used_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                id,
-                e.position,
-                part_id.as_uuid(),
-                i32::try_from(*quantity).unwrap_or(i32::MAX),
-                money(*unit_cost),
-                used_at
+                "INSERT INTO ticket_parts (ticket_id, position, part_id, quantity, unit_cost,
+                                           used_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::int[],
+                                      $5::bigint[], $6::timestamptz[])",
+                &self.part_ticket,
+                &self.part_position,
+                &self.part_id,
+                &self.part_quantity,
+                &self.part_unit_cost,
+                &self.part_used_at
             )
             .execute(&mut *tx)
             .await?;
         }
-        TicketEvent::PaymentRecorded {
-            payment_id,
-            amount,
-            method,
-            paid_at,
-        } => {
+        if !self.payment_id.is_empty() {
             sqlx::query!(
-                "INSERT INTO ticket_payments (payment_id, ticket_id, position, amount, method, paid_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                payment_id.as_uuid(),
-                id,
-                e.position,
-                money(*amount),
-                label(method),
-                paid_at
+                "INSERT INTO ticket_payments (payment_id, ticket_id, position, amount, method,
+                                              paid_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[],
+                                      $5::text[], $6::timestamptz[])",
+                &self.payment_id,
+                &self.payment_ticket,
+                &self.payment_position,
+                &self.payment_amount,
+                &self.payment_method,
+                &self.payment_paid_at
             )
             .execute(&mut *tx)
             .await?;
         }
-        _ => {}
+        Ok(())
     }
-
-    let owed_before = before.as_ref().is_some_and(|b| b.balance() > Money::ZERO);
-    let settled_at = if s.balance() > Money::ZERO {
-        None
-    } else if owed_before {
-        Some(e.recorded_at)
-    } else {
-        settled_before
-    };
-    upsert_ticket(tx, e, s, settled_at).await
 }
 
-async fn upsert_ticket(
-    tx: &mut PgConnection,
-    e: &RecordedEvent,
-    s: &TicketState,
-    settled_at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<(), ProjectionError> {
-    let state = serde_json::to_value(s).map_err(|source| ProjectionError::Corrupt {
-        position: e.position,
-        reason: source.to_string(),
-    })?;
-    let parts_cost: i64 = s
-        .parts
-        .iter()
-        .map(|p| money(p.unit_cost.times(p.quantity)))
-        .sum();
-    let (rating, comment) = match &s.feedback {
-        Some(f) => (
-            Some(i16::from(f.rating)),
-            f.comment.as_ref().map(|c| c.as_str()),
-        ),
-        None => (None, None),
-    };
-    let claim = s.warranty_claim.as_ref();
-    sqlx::query!(
-        "INSERT INTO tickets (ticket_id, number, raised_position, status, category, subject,
-             description, severity, impact, customer_id, customer_tier, device_id, assignee_id,
-             priority_score_at_raise, priority_level_at_raise, notes, quote_amount,
-             quote_description, quote_decision, approved_quote, final_cost, repair_summary,
-             parts_cost, paid, bill, covered, balance, claim_decision, claim_reason, rating,
-             feedback_comment, resolution, raised_at, assigned_at, started_at, completed_at,
-             resolved_at, closed_at, cancelled_at, reopened_at, settled_at, updated_at, version,
-             state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                 $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34,
-                 $35, $36, $37, $38, $39, $40, $41, $42, $43, $44)
-         ON CONFLICT (ticket_id) DO UPDATE SET
-             status = $4, assignee_id = $13, notes = $16, quote_amount = $17,
-             quote_description = $18, quote_decision = $19, approved_quote = $20,
-             final_cost = $21, repair_summary = $22, parts_cost = $23, paid = $24, bill = $25,
-             covered = $26, balance = $27, claim_decision = $28, claim_reason = $29,
-             rating = $30, feedback_comment = $31, resolution = $32, assigned_at = $34,
-             started_at = $35, completed_at = $36, resolved_at = $37, closed_at = $38,
-             cancelled_at = $39, reopened_at = $40, settled_at = $41, updated_at = $42,
-             version = $43, state = $44",
-        s.id.as_uuid(),
-        s.number.as_str(),
-        e.position,
-        s.status.label(),
-        label(&s.category),
-        s.subject.as_str(),
-        s.description.as_str(),
-        label(&s.severity),
-        i16::from(s.impact.get()),
-        s.customer_id.as_uuid(),
-        label(&s.customer_tier),
-        s.device_id.map(|d| d.as_uuid()),
-        s.assignee.map(|a| a.as_uuid()),
-        i32::try_from(s.priority_score).unwrap_or(i32::MAX),
-        label(&s.priority_level),
-        i32::try_from(s.notes).unwrap_or(i32::MAX),
-        s.quote.as_ref().map(|q| money(q.amount)),
-        s.quote.as_ref().map(|q| q.description.as_str()),
-        s.quote.as_ref().map(|q| label(&q.decision)),
-        s.approved_quote.map(money),
-        s.final_cost.map(money),
-        s.repair_summary.as_ref().map(|r| r.as_str()),
-        parts_cost,
-        money(s.paid),
-        money(s.bill()),
-        money(s.covered()),
-        money(s.balance()),
-        claim.map(|c| label(&c.decision)),
-        claim.and_then(|c| c.reason.as_ref()).map(|r| r.as_str()),
-        rating,
-        comment,
-        s.resolution.as_ref().map(|r| r.as_str()),
-        s.raised_at,
-        s.assigned_at,
-        s.started_at,
-        s.completed_at,
-        s.resolved_at,
-        s.closed_at,
-        s.cancelled_at,
-        s.reopened_at,
-        settled_at,
-        e.recorded_at,
-        e.version,
-        state
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
+type Time = chrono::DateTime<chrono::Utc>;
+
+/// Ticket rows of one batch, column by column (one entry per touched ticket).
+#[derive(Default)]
+struct TicketRows {
+    ticket_id: Vec<Uuid>,
+    number: Vec<String>,
+    raised_position: Vec<i64>,
+    status: Vec<String>,
+    category: Vec<String>,
+    subject: Vec<String>,
+    description: Vec<String>,
+    severity: Vec<String>,
+    impact: Vec<i16>,
+    customer_id: Vec<Uuid>,
+    customer_tier: Vec<String>,
+    device_id: Vec<Option<Uuid>>,
+    assignee_id: Vec<Option<Uuid>>,
+    priority_score_at_raise: Vec<i32>,
+    priority_level_at_raise: Vec<String>,
+    notes: Vec<i32>,
+    quote_amount: Vec<Option<i64>>,
+    quote_description: Vec<Option<String>>,
+    quote_decision: Vec<Option<String>>,
+    approved_quote: Vec<Option<i64>>,
+    final_cost: Vec<Option<i64>>,
+    repair_summary: Vec<Option<String>>,
+    parts_cost: Vec<i64>,
+    paid: Vec<i64>,
+    bill: Vec<i64>,
+    covered: Vec<i64>,
+    balance: Vec<i64>,
+    claim_decision: Vec<Option<String>>,
+    claim_reason: Vec<Option<String>>,
+    rating: Vec<Option<i16>>,
+    feedback_comment: Vec<Option<String>>,
+    resolution: Vec<Option<String>>,
+    raised_at: Vec<Time>,
+    assigned_at: Vec<Option<Time>>,
+    started_at: Vec<Option<Time>>,
+    completed_at: Vec<Option<Time>>,
+    resolved_at: Vec<Option<Time>>,
+    closed_at: Vec<Option<Time>>,
+    cancelled_at: Vec<Option<Time>>,
+    reopened_at: Vec<Option<Time>>,
+    settled_at: Vec<Option<Time>>,
+    updated_at: Vec<Time>,
+    version: Vec<i64>,
+    state: Vec<Value>,
+}
+
+impl TicketRows {
+    fn push(
+        &mut self,
+        s: &TicketState,
+        entry: &Evolving,
+        version: i64,
+        updated_at: Time,
+    ) -> Result<(), ProjectionError> {
+        let state = serde_json::to_value(s).map_err(|source| ProjectionError::Corrupt {
+            position: entry.raised_position,
+            reason: source.to_string(),
+        })?;
+        let claim = s.warranty_claim.as_ref();
+        self.ticket_id.push(s.id.as_uuid());
+        self.number.push(s.number.as_str().to_owned());
+        self.raised_position.push(entry.raised_position);
+        self.status.push(s.status.label().to_owned());
+        self.category.push(label(&s.category));
+        self.subject.push(s.subject.as_str().to_owned());
+        self.description.push(s.description.as_str().to_owned());
+        self.severity.push(label(&s.severity));
+        self.impact.push(i16::from(s.impact.get()));
+        self.customer_id.push(s.customer_id.as_uuid());
+        self.customer_tier.push(label(&s.customer_tier));
+        self.device_id.push(s.device_id.map(|d| d.as_uuid()));
+        self.assignee_id.push(s.assignee.map(|a| a.as_uuid()));
+        self.priority_score_at_raise
+            .push(i32::try_from(s.priority_score).unwrap_or(i32::MAX));
+        self.priority_level_at_raise.push(label(&s.priority_level));
+        self.notes.push(i32::try_from(s.notes).unwrap_or(i32::MAX));
+        self.quote_amount
+            .push(s.quote.as_ref().map(|q| money(q.amount)));
+        self.quote_description
+            .push(s.quote.as_ref().map(|q| q.description.as_str().to_owned()));
+        self.quote_decision
+            .push(s.quote.as_ref().map(|q| label(&q.decision)));
+        self.approved_quote.push(s.approved_quote.map(money));
+        self.final_cost.push(s.final_cost.map(money));
+        self.repair_summary
+            .push(s.repair_summary.as_ref().map(|r| r.as_str().to_owned()));
+        self.parts_cost.push(
+            s.parts
+                .iter()
+                .map(|p| money(p.unit_cost.times(p.quantity)))
+                .sum(),
+        );
+        self.paid.push(money(s.paid));
+        self.bill.push(money(s.bill()));
+        self.covered.push(money(s.covered()));
+        self.balance.push(money(s.balance()));
+        self.claim_decision.push(claim.map(|c| label(&c.decision)));
+        self.claim_reason.push(
+            claim
+                .and_then(|c| c.reason.as_ref())
+                .map(|r| r.as_str().to_owned()),
+        );
+        self.rating
+            .push(s.feedback.as_ref().map(|f| i16::from(f.rating)));
+        self.feedback_comment.push(
+            s.feedback
+                .as_ref()
+                .and_then(|f| f.comment.as_ref())
+                .map(|c| c.as_str().to_owned()),
+        );
+        self.resolution
+            .push(s.resolution.as_ref().map(|r| r.as_str().to_owned()));
+        self.raised_at.push(s.raised_at);
+        self.assigned_at.push(s.assigned_at);
+        self.started_at.push(s.started_at);
+        self.completed_at.push(s.completed_at);
+        self.resolved_at.push(s.resolved_at);
+        self.closed_at.push(s.closed_at);
+        self.cancelled_at.push(s.cancelled_at);
+        self.reopened_at.push(s.reopened_at);
+        self.settled_at.push(entry.settled_at);
+        self.updated_at.push(updated_at);
+        self.version.push(version);
+        self.state.push(state);
+        Ok(())
+    }
+
+    async fn upsert(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.ticket_id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO tickets (ticket_id, number, raised_position, status, category, subject,
+                 description, severity, impact, customer_id, customer_tier, device_id, assignee_id,
+                 priority_score_at_raise, priority_level_at_raise, notes, quote_amount,
+                 quote_description, quote_decision, approved_quote, final_cost, repair_summary,
+                 parts_cost, paid, bill, covered, balance, claim_decision, claim_reason, rating,
+                 feedback_comment, resolution, raised_at, assigned_at, started_at, completed_at,
+                 resolved_at, closed_at, cancelled_at, reopened_at, settled_at, updated_at,
+                 version, state)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                 $6::text[], $7::text[], $8::text[], $9::smallint[], $10::uuid[], $11::text[],
+                 $12::uuid[], $13::uuid[], $14::int[], $15::text[], $16::int[], $17::bigint[],
+                 $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::text[],
+                 $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
+                 $28::text[], $29::text[], $30::smallint[], $31::text[], $32::text[],
+                 $33::timestamptz[], $34::timestamptz[], $35::timestamptz[], $36::timestamptz[],
+                 $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::timestamptz[],
+                 $41::timestamptz[], $42::timestamptz[], $43::bigint[], $44::jsonb[])
+             ON CONFLICT (ticket_id) DO UPDATE SET
+                 status = EXCLUDED.status, assignee_id = EXCLUDED.assignee_id,
+                 notes = EXCLUDED.notes, quote_amount = EXCLUDED.quote_amount,
+                 quote_description = EXCLUDED.quote_description,
+                 quote_decision = EXCLUDED.quote_decision,
+                 approved_quote = EXCLUDED.approved_quote, final_cost = EXCLUDED.final_cost,
+                 repair_summary = EXCLUDED.repair_summary, parts_cost = EXCLUDED.parts_cost,
+                 paid = EXCLUDED.paid, bill = EXCLUDED.bill, covered = EXCLUDED.covered,
+                 balance = EXCLUDED.balance, claim_decision = EXCLUDED.claim_decision,
+                 claim_reason = EXCLUDED.claim_reason, rating = EXCLUDED.rating,
+                 feedback_comment = EXCLUDED.feedback_comment,
+                 resolution = EXCLUDED.resolution, assigned_at = EXCLUDED.assigned_at,
+                 started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
+                 resolved_at = EXCLUDED.resolved_at, closed_at = EXCLUDED.closed_at,
+                 cancelled_at = EXCLUDED.cancelled_at, reopened_at = EXCLUDED.reopened_at,
+                 settled_at = EXCLUDED.settled_at, updated_at = EXCLUDED.updated_at,
+                 version = EXCLUDED.version, state = EXCLUDED.state",
+            &self.ticket_id,
+            &self.number,
+            &self.raised_position,
+            &self.status,
+            &self.category,
+            &self.subject,
+            &self.description,
+            &self.severity,
+            &self.impact,
+            &self.customer_id,
+            &self.customer_tier,
+            &self.device_id as &[Option<Uuid>],
+            &self.assignee_id as &[Option<Uuid>],
+            &self.priority_score_at_raise,
+            &self.priority_level_at_raise,
+            &self.notes,
+            &self.quote_amount as &[Option<i64>],
+            &self.quote_description as &[Option<String>],
+            &self.quote_decision as &[Option<String>],
+            &self.approved_quote as &[Option<i64>],
+            &self.final_cost as &[Option<i64>],
+            &self.repair_summary as &[Option<String>],
+            &self.parts_cost,
+            &self.paid,
+            &self.bill,
+            &self.covered,
+            &self.balance,
+            &self.claim_decision as &[Option<String>],
+            &self.claim_reason as &[Option<String>],
+            &self.rating as &[Option<i16>],
+            &self.feedback_comment as &[Option<String>],
+            &self.resolution as &[Option<String>],
+            &self.raised_at,
+            &self.assigned_at as &[Option<Time>],
+            &self.started_at as &[Option<Time>],
+            &self.completed_at as &[Option<Time>],
+            &self.resolved_at as &[Option<Time>],
+            &self.closed_at as &[Option<Time>],
+            &self.cancelled_at as &[Option<Time>],
+            &self.reopened_at as &[Option<Time>],
+            &self.settled_at as &[Option<Time>],
+            &self.updated_at,
+            &self.version,
+            &self.state
+        )
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
 }

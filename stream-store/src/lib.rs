@@ -3,6 +3,7 @@
 //! [`EventStore`] is the whole contract; [`PgEventStore`] is the PostgreSQL backend. This crate
 //! knows events only as a type name, a schema version and a JSON payload.
 
+mod cache;
 mod error;
 mod esdb;
 mod postgres;

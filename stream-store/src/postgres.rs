@@ -11,24 +11,24 @@
 //! commits them in one transaction: concurrent commands share one lock acquisition and one
 //! WAL flush instead of queueing for a commit each.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgListener, PgPool};
+use sqlx::PgConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::cache::{StreamCache, MAX_STREAM_EVENTS};
 use crate::{
     Actor, AppendOutcome, CommandMetadata, EventStore, EventStream, ExpectedVersion, NewEvent,
     RecordedEvent, StoreError, StreamId,
 };
 
-/// Key of the advisory lock that serialises appends ("LEDGER" in ASCII).
-const APPEND_LOCK_KEY: i64 = 0x4C45_4447_4552;
 /// Channel on which every append batch announces its last position.
 const NOTIFY_CHANNEL: &str = "ledger_events";
 /// How many waiting appends one transaction takes at most.
@@ -44,6 +44,7 @@ pub struct PgEventStore {
 
 struct Inner {
     pool: PgPool,
+    cache: Arc<StreamCache>,
     writer: mpsc::Sender<AppendJob>,
     head: watch::Receiver<i64>,
     listener: JoinHandle<()>,
@@ -71,10 +72,12 @@ impl PgEventStore {
         let (writer_tx, writer_rx) = mpsc::channel(4 * MAX_BATCH);
         let head_tx = Arc::new(head_tx);
         tokio::spawn(run_writer(pool.clone(), writer_rx, head_tx.clone()));
-        let listener = tokio::spawn(run_listener(pool.clone(), head_tx));
+        let cache = Arc::new(StreamCache::new());
+        let listener = tokio::spawn(run_listener(pool.clone(), head_tx, cache.clone()));
         Self {
             inner: Arc::new(Inner {
                 pool,
+                cache,
                 writer: writer_tx,
                 head: head_rx,
                 listener,
@@ -112,23 +115,17 @@ impl EventStore for PgEventStore {
         };
         let closed = || StoreError::Unavailable("the store's writer has stopped".into());
         self.inner.writer.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let result = answer.await.map_err(|_| closed())?;
+        match &result {
+            Ok(outcome) => self.inner.cache.appended(outcome),
+            Err(StoreError::Conflict { .. }) => self.inner.cache.forget(stream.as_str()),
+            Err(_) => {}
+        }
+        result
     }
 
     async fn find_command(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
-        let rows = sqlx::query_as!(
-            EventRow,
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
-                    command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-             FROM events WHERE command_id = $1 ORDER BY position",
-            command_id
-        )
-        .fetch_all(&self.inner.pool)
-        .await?;
-        Ok(outcome(
-            rows.into_iter().map(RecordedEvent::from).collect(),
-            true,
-        ))
+        Ok(find_command(&self.inner.pool, command_id).await?)
     }
 
     async fn read_stream(
@@ -137,6 +134,11 @@ impl EventStore for PgEventStore {
         after_version: i64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let cache = &self.inner.cache;
+        if let Some(events) = cache.read(stream.as_str(), after_version, limit) {
+            return Ok(events);
+        }
+        let mark = cache.mark();
         let rows = sqlx::query_as!(
             EventRow,
             "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
@@ -148,7 +150,12 @@ impl EventStore for PgEventStore {
         )
         .fetch_all(&self.inner.pool)
         .await?;
-        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+        let events: Vec<RecordedEvent> = rows.into_iter().map(RecordedEvent::from).collect();
+        // Only a whole stream is worth keeping.
+        if after_version == 0 && events.len() < limit && events.len() <= MAX_STREAM_EVENTS {
+            cache.fill(stream.as_str(), &events, mark);
+        }
+        Ok(events)
     }
 
     async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -273,14 +280,49 @@ impl From<EventRow> for RecordedEvent {
     }
 }
 
+/// The writer's own session: appends never wait for a pool connection, nor pay the pool's
+/// liveness check, and a broken session is replaced on the next batch.
+struct WriterSession {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+}
+
+impl WriterSession {
+    async fn append(
+        &mut self,
+        jobs: &[AppendJob],
+    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, i64), sqlx::Error> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            empty => empty.insert(self.pool.acquire().await?.detach()),
+        };
+        let result = append_batch(conn, jobs).await;
+        if let Err(e) = &result {
+            if !matches!(e, sqlx::Error::Database(_)) {
+                // The session may be broken (server restarted, network): start a new one.
+                self.conn = None;
+            }
+        }
+        result
+    }
+}
+
 async fn run_writer(
     pool: PgPool,
     mut jobs: mpsc::Receiver<AppendJob>,
     head: Arc<watch::Sender<i64>>,
 ) {
+    let mut session = WriterSession { pool, conn: None };
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match append_batch(&pool, &batch).await {
+        let started = std::time::Instant::now();
+        let outcome = session.append(&batch).await;
+        tracing::debug!(
+            jobs = batch.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "append batch"
+        );
+        match outcome {
             Ok((results, last)) => {
                 head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
                 for (job, result) in batch.drain(..).zip(results) {
@@ -292,7 +334,7 @@ async fn run_writer(
             Err(e) if batch.len() > 1 => {
                 tracing::warn!(error = %e, jobs = batch.len(), "append batch failed; retrying one by one");
                 for job in batch.drain(..) {
-                    let result = append_batch(&pool, std::slice::from_ref(&job)).await;
+                    let result = session.append(std::slice::from_ref(&job)).await;
                     let result = match result {
                         Ok((mut results, last)) => {
                             head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
@@ -329,201 +371,232 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Appends every job of the batch in one transaction. Returns one result per job and the last
+/// Appends every job of the batch in one statement, `ledger_append` (migrations/0004): one
+/// round trip and one commit for the whole batch. Returns one result per job and the last
 /// position written (0 if none).
 async fn append_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     jobs: &[AppendJob],
 ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, i64), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query!("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
-        .execute(&mut *tx)
-        .await?;
-    let head = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(position), 0) AS "head!" FROM events"#)
-        .fetch_one(&mut *tx)
-        .await?;
-
-    let command_ids: Vec<Uuid> = jobs.iter().map(|j| j.meta.command_id).collect();
-    let mut already: HashMap<Uuid, Vec<RecordedEvent>> = HashMap::new();
-    for row in sqlx::query_as!(
-        EventRow,
-        "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
-                command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-         FROM events WHERE command_id = ANY($1) ORDER BY position",
-        &command_ids
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    {
-        already.entry(row.command_id).or_default().push(row.into());
-    }
-
-    let stream_names: Vec<String> = jobs.iter().map(|j| j.stream.as_str().to_owned()).collect();
-    let mut versions: HashMap<String, i64> = sqlx::query!(
-        r#"SELECT stream_id, MAX(version) AS "version!" FROM events
-           WHERE stream_id = ANY($1) GROUP BY stream_id"#,
-        &stream_names
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|r| (r.stream_id, r.version))
-    .collect();
-
-    let mut rows = Columns::default();
-    let mut results = Vec::with_capacity(jobs.len());
-    let mut position = head;
-    for job in jobs {
-        if let Some(previous) = already.get(&job.meta.command_id) {
-            results.push(Ok(outcome(previous.clone(), true).expect("non-empty group")));
-            continue;
+    let mut j = JobColumns::default();
+    let mut e = EventColumns::default();
+    for (index, job) in (1..).zip(jobs) {
+        j.push(job);
+        for (offset, event) in (1..).zip(&job.events) {
+            e.job.push(index);
+            e.offset.push(offset);
+            e.event_id.push(event.event_id);
+            e.event_type.push(&event.event_type);
+            e.schema_version.push(event.schema_version);
+            e.data.push(&event.data);
         }
-        let actual = versions.get(job.stream.as_str()).copied().unwrap_or(0);
-        if !job.expected.admits(actual) {
-            results.push(Err(StoreError::Conflict {
+    }
+    let rows = sqlx::query!(
+        r#"SELECT job AS "job!", status AS "status!", version, last_position
+           FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"#,
+        &j.stream as &[&str],
+        &j.expected as &[Option<i64>],
+        &j.count,
+        &j.command_id,
+        &j.correlation_id,
+        &j.causation_id,
+        &j.actor_id as &[&str],
+        &j.actor_role as &[&str],
+        &j.recorded_at,
+        &e.job,
+        &e.offset,
+        &e.event_id,
+        &e.event_type as &[&str],
+        &e.schema_version,
+        &e.data as &[&serde_json::Value],
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut results: Vec<Result<AppendOutcome, StoreError>> = Vec::with_capacity(jobs.len());
+    let mut last_written = 0;
+    for (job, row) in jobs.iter().zip(rows) {
+        let result = match (row.status.as_str(), row.version, row.last_position) {
+            ("appended", Some(version), Some(last)) => {
+                last_written = last_written.max(last);
+                Ok(recorded(job, version, last))
+            }
+            ("conflict", Some(actual), _) => Err(StoreError::Conflict {
                 stream: job.stream.clone(),
                 expected: job.expected,
                 actual,
-            }));
-            continue;
-        }
-        let mut recorded = Vec::with_capacity(job.events.len());
-        for (offset, event) in (1..).zip(&job.events) {
-            position += 1;
-            let e = RecordedEvent {
-                position,
-                stream_id: job.stream.clone(),
-                version: actual + offset,
-                event_id: event.event_id,
-                event_type: event.event_type.clone(),
-                schema_version: event.schema_version,
-                data: event.data.clone(),
-                command_id: job.meta.command_id,
-                correlation_id: job.meta.correlation_id,
-                causation_id: job.meta.causation_id,
-                actor: job.meta.actor.clone(),
-                // PostgreSQL keeps microseconds: answer with what a later read returns.
-                recorded_at: job.meta.recorded_at.trunc_subsecs(6),
-            };
-            rows.push(&e);
-            recorded.push(e);
-        }
-        versions.insert(
-            job.stream.as_str().to_owned(),
-            actual + recorded.len() as i64,
-        );
-        // A second job with the same command id in this batch is a duplicate of this one.
-        already.insert(job.meta.command_id, recorded.clone());
-        results.push(Ok(outcome(recorded, false).expect("non-empty append")));
+            }),
+            ("duplicate", _, _) => {
+                // A job earlier in this batch, or a command recorded before.
+                let earlier = jobs.iter().zip(&results).find_map(|(other, r)| match r {
+                    Ok(o) if other.meta.command_id == job.meta.command_id && !o.duplicate => {
+                        Some(o.clone())
+                    }
+                    _ => None,
+                });
+                match earlier {
+                    Some(o) => Ok(AppendOutcome {
+                        duplicate: true,
+                        ..o
+                    }),
+                    None => find_command(&mut *conn, job.meta.command_id)
+                        .await?
+                        .ok_or_else(|| StoreError::Invalid("a duplicate without events".into())),
+                }
+            }
+            (status, _, _) => Err(StoreError::Invalid(format!(
+                "ledger_append answered {status:?}"
+            ))),
+        };
+        results.push(result);
     }
-
-    if position > head {
-        rows.insert(&mut tx).await?;
-        sqlx::query!(
-            "SELECT pg_notify($1, $2)",
-            NOTIFY_CHANNEL,
-            position.to_string()
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok((results, if position > head { position } else { 0 }))
+    Ok((results, last_written))
 }
 
-/// The rows of one batch insert, column by column, for `UNNEST`.
+/// The events of an appended job, as `ledger_append` numbered them.
+fn recorded(job: &AppendJob, version: i64, last: i64) -> AppendOutcome {
+    let n = job.events.len() as i64;
+    let events: Vec<RecordedEvent> = (1..)
+        .zip(&job.events)
+        .map(|(k, event)| RecordedEvent {
+            position: last - n + k,
+            stream_id: job.stream.clone(),
+            version: version - n + k,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            data: event.data.clone(),
+            command_id: job.meta.command_id,
+            correlation_id: job.meta.correlation_id,
+            causation_id: job.meta.causation_id,
+            actor: job.meta.actor.clone(),
+            // PostgreSQL keeps microseconds: answer with what a later read returns.
+            recorded_at: job.meta.recorded_at.trunc_subsecs(6),
+        })
+        .collect();
+    AppendOutcome {
+        stream_id: job.stream.clone(),
+        version,
+        position: last,
+        duplicate: false,
+        events,
+    }
+}
+
+async fn find_command(
+    db: impl sqlx::PgExecutor<'_>,
+    command_id: Uuid,
+) -> Result<Option<AppendOutcome>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        EventRow,
+        "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+                command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
+         FROM events WHERE command_id = $1 ORDER BY position",
+        command_id
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(outcome(
+        rows.into_iter().map(RecordedEvent::from).collect(),
+        true,
+    ))
+}
+
+/// The jobs of one batch, column by column.
 #[derive(Default)]
-struct Columns {
-    position: Vec<i64>,
-    stream_id: Vec<String>,
-    version: Vec<i64>,
-    event_id: Vec<Uuid>,
-    event_type: Vec<String>,
-    schema_version: Vec<i32>,
-    data: Vec<serde_json::Value>,
+struct JobColumns<'a> {
+    stream: Vec<&'a str>,
+    expected: Vec<Option<i64>>,
+    count: Vec<i32>,
     command_id: Vec<Uuid>,
     correlation_id: Vec<Uuid>,
     causation_id: Vec<Uuid>,
-    actor_id: Vec<String>,
-    actor_role: Vec<String>,
+    actor_id: Vec<&'a str>,
+    actor_role: Vec<&'a str>,
     recorded_at: Vec<DateTime<Utc>>,
 }
 
-impl Columns {
-    fn push(&mut self, e: &RecordedEvent) {
-        self.position.push(e.position);
-        self.stream_id.push(e.stream_id.as_str().to_owned());
-        self.version.push(e.version);
-        self.event_id.push(e.event_id);
-        self.event_type.push(e.event_type.clone());
-        self.schema_version.push(e.schema_version);
-        self.data.push(e.data.clone());
-        self.command_id.push(e.command_id);
-        self.correlation_id.push(e.correlation_id);
-        self.causation_id.push(e.causation_id);
-        self.actor_id.push(e.actor.id.clone());
-        self.actor_role.push(e.actor.role.clone());
-        self.recorded_at.push(e.recorded_at);
-    }
-
-    async fn insert(self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query!(
-            "INSERT INTO events (position, stream_id, version, event_id, event_type,
-                                 schema_version, data, command_id, correlation_id,
-                                 causation_id, actor_id, actor_role, recorded_at)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
-                                  $5::text[], $6::int[], $7::jsonb[], $8::uuid[], $9::uuid[],
-                                  $10::uuid[], $11::text[], $12::text[], $13::timestamptz[])",
-            &self.position,
-            &self.stream_id,
-            &self.version,
-            &self.event_id,
-            &self.event_type,
-            &self.schema_version,
-            &self.data,
-            &self.command_id,
-            &self.correlation_id,
-            &self.causation_id,
-            &self.actor_id,
-            &self.actor_role,
-            &self.recorded_at,
-        )
-        .execute(tx)
-        .await?;
-        Ok(())
+impl<'a> JobColumns<'a> {
+    fn push(&mut self, job: &'a AppendJob) {
+        self.stream.push(job.stream.as_str());
+        self.expected.push(match job.expected {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) => Some(v),
+        });
+        self.count
+            .push(i32::try_from(job.events.len()).unwrap_or(i32::MAX));
+        self.command_id.push(job.meta.command_id);
+        self.correlation_id.push(job.meta.correlation_id);
+        self.causation_id.push(job.meta.causation_id);
+        self.actor_id.push(&job.meta.actor.id);
+        self.actor_role.push(&job.meta.actor.role);
+        self.recorded_at.push(job.meta.recorded_at);
     }
 }
 
-/// Follows NOTIFY on the events channel and publishes the newest head position. When the
-/// connection drops, notifications may have been lost: subscribers are woken to re-read.
-async fn run_listener(pool: PgPool, head: Arc<watch::Sender<i64>>) {
+/// The events of one batch, column by column; `job` and `offset` are 1-based.
+#[derive(Default)]
+struct EventColumns<'a> {
+    job: Vec<i32>,
+    offset: Vec<i32>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    schema_version: Vec<i32>,
+    data: Vec<&'a serde_json::Value>,
+}
+
+/// Follows NOTIFY on the events channel: publishes the newest head position and tells the
+/// stream cache which streams changed. When the connection drops, notifications may have been
+/// lost: the cache is emptied and subscribers are woken to re-read.
+async fn run_listener(pool: PgPool, head: Arc<watch::Sender<i64>>, cache: Arc<StreamCache>) {
     while !pool.is_closed() {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
-                Ok(()) => {
-                    head.send_modify(|_| {});
-                    loop {
-                        match listener.try_recv().await {
-                            Ok(Some(n)) => {
-                                if let Ok(p) = n.payload().parse::<i64>() {
-                                    head.send_if_modified(|h| {
-                                        std::mem::replace(h, (*h).max(p)) < p
-                                    });
-                                }
-                            }
-                            Ok(None) => head.send_modify(|_| {}),
-                            Err(_) if pool.is_closed() => return,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "event listener lost its connection");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "event listener cannot connect"),
+        cache.reset(None);
+        if let Err(e) = follow_log(&pool, &head, &cache).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "event listener lost its connection");
         }
+        cache.reset(None);
+        head.send_modify(|_| {});
         tokio::time::sleep(POLL_FALLBACK).await;
     }
+}
+
+async fn follow_log(
+    pool: &PgPool,
+    head: &watch::Sender<i64>,
+    cache: &StreamCache,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    // Listening already: every later append is announced, everything before is in the head.
+    let now = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(position), 0) AS "head!" FROM events"#)
+        .fetch_one(&mut listener)
+        .await?;
+    cache.reset(Some(now));
+    head.send_modify(|h| *h = (*h).max(now));
+    while let Some(n) = listener.try_recv().await? {
+        let Ok(p) = n.payload().parse::<i64>() else {
+            continue;
+        };
+        if let Some(from) = cache.mark().filter(|from| *from < p) {
+            let changes = sqlx::query!(
+                r#"SELECT stream_id, MAX(version) AS "version!" FROM events
+                   WHERE position > $1 AND position <= $2 GROUP BY stream_id"#,
+                from,
+                p
+            )
+            .fetch_all(&mut listener)
+            .await?;
+            let changes: Vec<(String, i64)> = changes
+                .into_iter()
+                .map(|r| (r.stream_id, r.version))
+                .collect();
+            cache.changed(&changes, p);
+        }
+        head.send_if_modified(|h| std::mem::replace(h, (*h).max(p)) < p);
+    }
+    Ok(())
 }

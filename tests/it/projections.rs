@@ -72,13 +72,16 @@ impl Projector for FailsAt {
     async fn apply(
         &self,
         tx: &mut sqlx::PgConnection,
-        e: &stream_store::RecordedEvent,
+        events: &[stream_store::RecordedEvent],
     ) -> Result<(), projections::ProjectionError> {
-        if e.position == self.0 {
-            // Abort the transaction the way a crash or a broken statement would.
-            sqlx::query("SELECT 1/0").execute(&mut *tx).await?;
-        }
-        AuditLog.apply(tx, e).await
+        let Some(at) = events.iter().position(|e| e.position == self.0) else {
+            return AuditLog.apply(tx, events).await;
+        };
+        // Apply what comes before, then abort the transaction the way a crash or a broken
+        // statement would.
+        AuditLog.apply(tx, &events[..at]).await?;
+        sqlx::query("SELECT 1/0").execute(&mut *tx).await?;
+        AuditLog.apply(tx, &events[at..]).await
     }
 }
 

@@ -421,3 +421,52 @@ async fn postgres_positions_are_dense() {
     );
     assert_eq!(store.head().await.unwrap(), 6);
 }
+
+/// Two processes' stores on one database (each with its own stream cache): what one appends,
+/// the other reads soon after (its cache follows the log's notifications), and an append the
+/// other decides on a stale copy is refused by the database, after which it reads the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stream_caches_follow_other_writers() {
+    let db = crate::harness::test_db().await;
+    let other_pool = ledger::connect_and_migrate(&db.url).await.unwrap();
+    let other = stream_store::PgEventStore::new(other_pool);
+    let (a, b): (&dyn EventStore, &dyn EventStore) = (&*db.store, &other);
+    let s = stream("cached");
+    a.append(&s, ExpectedVersion::NoStream, events(2), &meta())
+        .await
+        .unwrap();
+    assert_eq!(stream_len(a, &s).await, 2);
+    assert_eq!(stream_len(b, &s).await, 2);
+
+    // A stale decision: b appends, then a (whose copy may still say 2) tries at 2 as well.
+    b.append(&s, ExpectedVersion::Exact(2), events(1), &meta())
+        .await
+        .unwrap();
+    match a
+        .append(&s, ExpectedVersion::Exact(2), events(1), &meta())
+        .await
+    {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, 3),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(stream_len(a, &s).await, 3, "a conflict refreshes the copy");
+
+    // Without a conflict to tell it, the copy follows the log's notifications.
+    b.append(&s, ExpectedVersion::Exact(3), events(2), &meta())
+        .await
+        .unwrap();
+    crate::harness::eventually(Duration::from_secs(5), "a to see b's append", || async {
+        (stream_len(a, &s).await == 5).then_some(())
+    })
+    .await;
+    // And its own appends extend it.
+    a.append(&s, ExpectedVersion::Exact(5), events(1), &meta())
+        .await
+        .unwrap();
+    let read = stream_store::read_full_stream(a, &s).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>()
+    );
+    assert_eq!(stream_len(b, &s).await, 6);
+}
