@@ -88,10 +88,17 @@ impl Database {
 
 /// Opens a pool on `url` and brings the schema up to date.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    // The read models' queries take optional filters (`$1 IS NULL OR column = $1`). A cached
+    // generic plan cannot use an index for those and scans the table; planning each execution
+    // with the actual values costs far less. (The store's writer sets its own session back.)
+    let options = options.options([("plan_cache_mode", "force_custom_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
         .context("connecting to PostgreSQL")?;
     MIGRATOR.run(&pool).await.context("running migrations")?;

@@ -220,6 +220,34 @@ pub(crate) struct TicketRow {
     updated_at: DateTime<Utc>,
 }
 
+/// Fills in the current score, level and due time with `domain::priority` (what the SQL
+/// functions of migrations/0003 mirror for queries that sort or filter by them).
+fn current_priority(
+    r: &mut TicketRow,
+    policy: &domain::priority::PriorityPolicy,
+    now: DateTime<Utc>,
+) {
+    let label = |s: &str| serde_json::Value::String(s.to_owned());
+    let severity = serde_json::from_value::<domain::Severity>(label(&r.severity));
+    let tier = serde_json::from_value::<domain::Tier>(label(&r.customer_tier));
+    let impact = domain::Impact::parse("impact", i64::from(r.impact));
+    if let (Ok(severity), Ok(tier), Ok(impact)) = (severity, tier, impact) {
+        let inputs = domain::priority::PriorityInputs {
+            severity,
+            tier,
+            impact,
+            raised_at: r.raised_at,
+        };
+        let score = policy.score(inputs, now);
+        r.score = i32::try_from(score).unwrap_or(i32::MAX);
+        r.level = PriorityLevel::from_domain(policy.level(score))
+            .db()
+            .to_owned();
+        let at_raise = policy.level(policy.base_score(severity, tier, impact));
+        r.due_at = policy.due_at(at_raise, r.raised_at);
+    }
+}
+
 impl From<TicketRow> for Ticket {
     fn from(r: TicketRow) -> Self {
         let active = r.status == "open" || r.status == "in_progress";
@@ -844,17 +872,13 @@ pub(crate) async fn load(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    let policy = serde_json::to_value(&settings.policy)
-        .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
     let row = sqlx::query_as!(
         TicketRow,
         r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
                   t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
                   t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
                   t.priority_score_at_raise, t.priority_level_at_raise,
-                  priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $3, $4) AS "score!",
-                  priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $3, $4), $4) AS "level!",
-                  ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $4) AS "due_at!",
+                  0 AS "score!", '' AS "level!", t.raised_at AS "due_at!",
                   t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
                   t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
                   t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,
@@ -864,15 +888,21 @@ pub(crate) async fn load(
            FROM tickets t
            LEFT JOIN customers c ON c.customer_id = t.customer_id
            LEFT JOIN technicians te ON te.technician_id = t.assignee_id
-           WHERE ($1::uuid IS NULL OR t.ticket_id = $1) AND ($2::text IS NULL OR t.number = $2)
+           -- Index-friendly under a generic plan too (`$1 IS NULL OR ...` would scan).
+           WHERE t.ticket_id = COALESCE($1::uuid,
+                                        (SELECT n.ticket_id FROM tickets n WHERE n.number = $2
+                                         ORDER BY n.raised_position LIMIT 1))
            LIMIT 1"#,
         id,
-        number,
-        Utc::now(),
-        policy
+        number
     )
     .fetch_optional(pool)
     .await
     .map_err(gql)?;
+    // One row: the domain's own priority engine is cheaper than planning the SQL mirror of it.
+    let row = row.map(|mut r| {
+        current_priority(&mut r, &settings.policy, Utc::now());
+        r
+    });
     Ok(row.map(Ticket::from))
 }

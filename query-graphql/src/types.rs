@@ -203,6 +203,15 @@ pub enum PriorityLevel {
 }
 
 impl PriorityLevel {
+    pub fn from_domain(level: domain::priority::PriorityLevel) -> Self {
+        match level {
+            domain::priority::PriorityLevel::P0 => Self::P0,
+            domain::priority::PriorityLevel::P1 => Self::P1,
+            domain::priority::PriorityLevel::P2 => Self::P2,
+            domain::priority::PriorityLevel::P3 => Self::P3,
+        }
+    }
+
     pub fn db(self) -> &'static str {
         match self {
             Self::P0 => "P0",

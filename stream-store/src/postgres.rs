@@ -294,7 +294,14 @@ impl WriterSession {
     ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, i64), sqlx::Error> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
-            empty => empty.insert(self.pool.acquire().await?.detach()),
+            empty => {
+                let mut conn = self.pool.acquire().await?.detach();
+                // `ledger_append`'s statements have no optional filters: cached plans are best.
+                sqlx::query("SET plan_cache_mode = auto")
+                    .execute(&mut conn)
+                    .await?;
+                empty.insert(conn)
+            }
         };
         let result = append_batch(conn, jobs).await;
         if let Err(e) = &result {
