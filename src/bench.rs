@@ -386,7 +386,8 @@ async fn generate(
 async fn visibility(http: &Http, rate: u64, seconds: u64, customer: &str) -> anyhow::Result<Value> {
     let interval = Duration::from_micros(1_000_000 / rate.max(1));
     let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Open loop: ticks missed while the client was busy are sent at once, keeping the rate.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     let started = Instant::now();
@@ -394,23 +395,35 @@ async fn visibility(http: &Http, rate: u64, seconds: u64, customer: &str) -> any
         ticker.tick().await;
         let (http, customer) = (http.clone(), customer.to_owned());
         tasks.push(tokio::spawn(async move {
-            let answer = http.command("RaiseTicket", json!({ "customerId": customer, "category": "general", "subject": "Visible?", "description": "d", "severity": "minor", "impact": 1 })).await.ok()?;
+            let sent = Instant::now();
+            let answer = http.command("RaiseTicket", json!({ "customerId": customer, "category": "general", "subject": "Visible?", "description": "d", "severity": "minor", "impact": 1 })).await?;
             let answered = Instant::now();
-            let (ticket, position) = (id(&answer, "ticketId"), answer["position"].as_i64()?);
-            let seen = http.graphql("query($id: ID!) { ticket(id: $id) { version } }", json!({ "id": ticket }), Some(position)).await.ok()?;
-            (seen["data"]["ticket"]["version"] == 1).then(|| answered.elapsed().as_micros() as u64)
+            let command = answered.duration_since(sent).as_micros() as u64;
+            let ticket = id(&answer, "ticketId");
+            let position = answer["position"].as_i64().context("position")?;
+            let seen = http.graphql("query($id: ID!) { ticket(id: $id) { version } }", json!({ "id": ticket }), Some(position)).await?;
+            if seen["data"]["ticket"]["version"] != 1 {
+                bail!("ticket {ticket} not visible at position {position}: {seen}");
+            }
+            anyhow::Ok((command, answered.elapsed().as_micros() as u64))
         }));
     }
     let sent = tasks.len();
-    let mut lat = Vec::new();
+    let send_seconds = started.elapsed().as_secs_f64();
+    let (mut lat, mut answers, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for t in tasks {
-        if let Some(v) = t.await? {
-            lat.push(v);
+        match t.await? {
+            Ok((command, visible)) => {
+                answers.push(command);
+                lat.push(visible);
+            }
+            Err(e) => errors.push(e.to_string()),
         }
     }
+    let first_errors: Vec<_> = errors.iter().take(3).cloned().collect();
     let elapsed = started.elapsed().as_secs_f64();
     Ok(
-        json!({ "target_per_s": rate, "achieved_per_s": sent as f64 / elapsed, "visible": lat.len(), "failed": sent - lat.len(), "visibility": percentiles(lat) }),
+        json!({ "target_per_s": rate, "achieved_per_s": sent as f64 / send_seconds, "seconds_until_last_answer": elapsed, "visible": lat.len(), "failed": errors.len(), "first_errors": first_errors, "command_latency": percentiles(answers), "visibility": percentiles(lat) }),
     )
 }
 
@@ -521,6 +534,19 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drops the run's database from a server the user named (an embedded cluster goes whole).
+async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
 /// Runs every scenario and returns the report.
 pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     let dir = tempfile_dir()?;
@@ -611,7 +637,15 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     }
     drop(server);
     if !wants(Scenario::Reads) && !wants(Scenario::Rebuild) {
-        return finish(report, pool, embedded, dir, &options.output).await;
+        return finish(
+            report,
+            pool,
+            embedded,
+            (&admin_url, &name),
+            dir,
+            &options.output,
+        )
+        .await;
     }
 
     step(&format!("generating {} events", options.events));
@@ -690,7 +724,15 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         }
         report["rebuild"] = json!(rebuilds);
     }
-    finish(report, pool, embedded, dir, &options.output).await
+    finish(
+        report,
+        pool,
+        embedded,
+        (&admin_url, &name),
+        dir,
+        &options.output,
+    )
+    .await
 }
 
 /// Adds the ratios, writes the JSON report and removes the embedded cluster.
@@ -698,6 +740,7 @@ async fn finish(
     mut report: Value,
     pool: sqlx::PgPool,
     embedded: Option<EmbeddedPostgres>,
+    (admin_url, name): (&str, &str),
     dir: PathBuf,
     output: &std::path::Path,
 ) -> anyhow::Result<Value> {
@@ -724,6 +767,9 @@ async fn finish(
         "slowest_rebuild_vs_pgbench_100_rows_per_s": slowest_rebuild / rows,
     });
     pool.close().await;
+    if embedded.is_none() {
+        drop_database(admin_url, name).await?;
+    }
     drop(embedded);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::write(output, serde_json::to_string_pretty(&report)?)?;
@@ -763,12 +809,15 @@ pub fn table(report: &Value) -> String {
     }
     let v = &report["visibility"];
     out.push_str(&format!(
-        "visibility at {}/s (achieved {}/s): p50 {} ms, p99 {} ms, failed {}\n",
+        "visibility at {}/s (sent {}/s, last answer after {} s): p50 {} ms, p99 {} ms, failed {}; command answer p50 {} ms, p99 {} ms\n",
         v["target_per_s"],
         f(&v["achieved_per_s"]),
+        f(&v["seconds_until_last_answer"]),
         f(&v["visibility"]["p50_ms"]),
         f(&v["visibility"]["p99_ms"]),
-        v["failed"]
+        v["failed"],
+        f(&v["command_latency"]["p50_ms"]),
+        f(&v["command_latency"]["p99_ms"])
     ));
     row(
         &mut out,

@@ -119,18 +119,15 @@ async fn graphql(
                 "BAD_USER_INPUT",
             );
         };
-        match state.freshness.wait_for(position, READ_YOUR_WRITES_WAIT).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return error_response(
-                    &format!("the read models have not reached position {position} within {READ_YOUR_WRITES_WAIT:?}; retry"),
-                    "NOT_CAUGHT_UP",
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "read-your-writes wait failed");
-                return error_response("internal error", "INTERNAL");
-            }
+        if !state
+            .freshness
+            .wait_for(position, READ_YOUR_WRITES_WAIT)
+            .await
+        {
+            return error_response(
+                &format!("the read models have not reached position {position} within {READ_YOUR_WRITES_WAIT:?}; retry"),
+                "NOT_CAUGHT_UP",
+            );
         }
     }
     match tokio::time::timeout(QUERY_TIMEOUT, state.schema.execute(request)).await {
