@@ -643,22 +643,39 @@ impl CommandService {
         meta: &CommandMetadata,
     ) -> Result<bool, ApiError> {
         let claim = derived(meta, key_stream.as_str());
+        let reserved = |version: i64| {
+            let event = ReservationEvent::KeyReserved {
+                key: key.to_owned(),
+                owner: owner.to_string(),
+                reserved_at: meta.recorded_at,
+            };
+            let events = encode(std::slice::from_ref(&event), claim.command_id);
+            let expected = if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
+            (expected, events)
+        };
+        // Keys are nearly always new (a freshly drawn ticket number, a new e-mail address):
+        // claim first and look only when the stream turns out to exist. A retried command
+        // finds its own claim (a duplicate command id), which is the owner's.
+        let (expected, events) = reserved(0);
+        match self
+            .store
+            .append(key_stream, expected, events, &claim)
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         for _ in 0..MAX_ATTEMPTS {
             let (holder, version) = self.key_holder(key_stream).await?;
             match holder {
                 Some(h) => return Ok(h == owner.as_str()),
                 None => {
-                    let event = ReservationEvent::KeyReserved {
-                        key: key.to_owned(),
-                        owner: owner.to_string(),
-                        reserved_at: meta.recorded_at,
-                    };
-                    let events = encode(std::slice::from_ref(&event), claim.command_id);
-                    let expected = if version == 0 {
-                        ExpectedVersion::NoStream
-                    } else {
-                        ExpectedVersion::Exact(version)
-                    };
+                    let (expected, events) = reserved(version);
                     match self
                         .store
                         .append(key_stream, expected, events, &claim)
