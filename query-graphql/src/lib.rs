@@ -15,6 +15,9 @@ mod types;
 
 pub use error::QueryError;
 pub use freshness::Freshness;
+
+/// The pool for one-row reads by key (cached plans); see `build_schema`.
+pub(crate) struct Lookups(pub(crate) sqlx::PgPool);
 pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY, MAX_DEPTH};
 pub use types::MAX_PAGE;
 

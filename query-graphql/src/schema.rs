@@ -23,14 +23,18 @@ pub type LedgerSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
 pub struct QueryRoot(TicketQueries, DeviceQueries, ReportQueries, AuditQueries);
 
 /// Builds the schema over the read models in `pool` and the streams of `store`.
+/// `pool` plans each query with its values (searches take optional filters); `lookups` keeps
+/// cached plans, for one-row reads by key.
 pub fn build_schema(
     pool: PgPool,
+    lookups: PgPool,
     store: Arc<dyn EventStore>,
     settings: Settings,
     freshness: Freshness,
 ) -> LedgerSchema {
     Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
+        .data(crate::Lookups(lookups))
         .data(freshness)
         .data(store)
         .data(settings)

@@ -856,7 +856,8 @@ async fn one(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    let ticket = load(ctx.data::<PgPool>()?, ctx.data::<Settings>()?, id, number).await?;
+    let pool = &ctx.data::<crate::Lookups>()?.0;
+    let ticket = load(pool, ctx.data::<Settings>()?, id, number).await?;
     if let Some(t) = &ticket {
         require_ticket(ctx, t.parties)?;
     } else {

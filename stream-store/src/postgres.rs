@@ -295,11 +295,7 @@ impl WriterSession {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             empty => {
-                let mut conn = self.pool.acquire().await?.detach();
-                // `ledger_append`'s statements have no optional filters: cached plans are best.
-                sqlx::query("SET plan_cache_mode = auto")
-                    .execute(&mut conn)
-                    .await?;
+                let conn = self.pool.acquire().await?.detach();
                 empty.insert(conn)
             }
         };
