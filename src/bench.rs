@@ -255,14 +255,7 @@ async fn http_commands(
             })
         })
         .collect();
-    let started = Instant::now();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await?;
-        lat.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (lat, errors, elapsed) = gather(tasks).await?;
     let commands = lat.len();
     let catch_up = http.caught_up(Duration::from_secs(60)).await?;
     Ok(
@@ -453,17 +446,24 @@ async fn reads(
             })
         })
         .collect();
-    let started = Instant::now();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await?;
-        lat.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (lat, errors, elapsed) = gather(tasks).await?;
     Ok(
         json!({ "clients": clients, "queries": lat.len(), "queries_per_s": lat.len() as f64 / elapsed, "errors": errors, "latency": percentiles(lat) }),
     )
+}
+
+/// Waits for every client: all their latencies (µs), their errors, and the seconds waited.
+async fn gather(
+    clients: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+) -> anyhow::Result<(Vec<u64>, u64, f64)> {
+    let started = Instant::now();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for c in clients {
+        let (l, e) = c.await?;
+        lat.extend(l);
+        errors += e;
+    }
+    Ok((lat, errors, started.elapsed().as_secs_f64()))
 }
 
 /// Scenario 7: what PostgreSQL itself commits: pgbench, one row per commit at 32 clients, and

@@ -209,17 +209,26 @@ pub async fn login(
     token_response(&tokens, &user, session)
 }
 
-/// `POST /auth/refresh`: a fresh token for the same session, while the current one is valid.
-pub async fn refresh(
-    State(tokens): State<Arc<TokenService>>,
-    headers: HeaderMap,
-) -> Result<Json<TokenResponse>, ApiError> {
-    let auth = bearer(&tokens, &headers)
+/// The caller's valid token and the account it belongs to.
+async fn signed_in(
+    tokens: &TokenService,
+    headers: &HeaderMap,
+) -> Result<(Authenticated, domain::UserState), ApiError> {
+    let auth = bearer(tokens, headers)
         .await
         .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
     let user = load_user(tokens.store(), auth.principal.user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthenticated("no such account".into()))?;
+    Ok((auth, user))
+}
+
+/// `POST /auth/refresh`: a fresh token for the same session, while the current one is valid.
+pub async fn refresh(
+    State(tokens): State<Arc<TokenService>>,
+    headers: HeaderMap,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let (auth, user) = signed_in(&tokens, &headers).await?;
     token_response(&tokens, &user, auth.session_id)
 }
 
@@ -228,12 +237,7 @@ pub async fn logout(
     State(tokens): State<Arc<TokenService>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let auth = bearer(&tokens, &headers)
-        .await
-        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
-    let user = load_user(tokens.store(), auth.principal.user_id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("no such account".into()))?;
+    let (auth, user) = signed_in(&tokens, &headers).await?;
     record(
         &tokens,
         &user,
@@ -250,12 +254,7 @@ pub async fn me(
     State(tokens): State<Arc<TokenService>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let auth = bearer(&tokens, &headers)
-        .await
-        .map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
-    let user = load_user(tokens.store(), auth.principal.user_id)
-        .await?
-        .ok_or_else(|| ApiError::Unauthenticated("no such account".into()))?;
+    let (_, user) = signed_in(&tokens, &headers).await?;
     let p = principal_of(&user);
     Ok(Json(serde_json::json!({
         "userId": p.user_id, "email": user.email.as_str(), "name": user.name.as_str(), "role": p.role.label(),
