@@ -28,6 +28,8 @@ pub struct BenchOptions {
     pub output: PathBuf,
     /// Scenarios to run; empty means all.
     pub only: Vec<Scenario>,
+    /// Keep the database created on `database_url` instead of dropping it.
+    pub keep_database: bool,
 }
 
 /// The benchmark's scenarios, for `--only`.
@@ -641,7 +643,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
             report,
             pool,
             embedded,
-            (&admin_url, &name),
+            (&admin_url, &name, options.keep_database),
             dir,
             &options.output,
         )
@@ -728,7 +730,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         report,
         pool,
         embedded,
-        (&admin_url, &name),
+        (&admin_url, &name, options.keep_database),
         dir,
         &options.output,
     )
@@ -740,7 +742,7 @@ async fn finish(
     mut report: Value,
     pool: sqlx::PgPool,
     embedded: Option<EmbeddedPostgres>,
-    (admin_url, name): (&str, &str),
+    (admin_url, name, keep): (&str, &str, bool),
     dir: PathBuf,
     output: &std::path::Path,
 ) -> anyhow::Result<Value> {
@@ -768,7 +770,11 @@ async fn finish(
     });
     pool.close().await;
     if embedded.is_none() {
-        drop_database(admin_url, name).await?;
+        if keep {
+            eprintln!("bench: kept database {name}");
+        } else {
+            drop_database(admin_url, name).await?;
+        }
     }
     drop(embedded);
     let _ = std::fs::remove_dir_all(dir);
@@ -808,7 +814,8 @@ pub fn table(report: &Value) -> String {
         row(&mut out, "HTTP commands", r, "commands_per_s");
     }
     let v = &report["visibility"];
-    out.push_str(&format!(
+    if !v.is_null() {
+        out.push_str(&format!(
         "visibility at {}/s (sent {}/s, last answer after {} s): p50 {} ms, p99 {} ms, failed {}; command answer p50 {} ms, p99 {} ms\n",
         v["target_per_s"],
         f(&v["achieved_per_s"]),
@@ -818,26 +825,32 @@ pub fn table(report: &Value) -> String {
         v["failed"],
         f(&v["command_latency"]["p50_ms"]),
         f(&v["command_latency"]["p99_ms"])
-    ));
-    row(
-        &mut out,
-        "GraphQL ticket by id",
-        &report["graphql_reads"]["ticket_by_id"],
-        "queries_per_s",
-    );
-    row(
-        &mut out,
-        "GraphQL technician queue",
-        &report["graphql_reads"]["technician_queue"],
-        "queries_per_s",
-    );
-    out.push_str(&format!(
-        "generated {} events at {} events/s; live catch-up {} events/s, peak RSS {} MiB\n",
-        report["generate"]["events"],
-        f(&report["generate"]["events_per_s"]),
-        f(&report["live_catch_up"]["events_per_s"]),
-        f(&report["live_catch_up"]["serve_peak_rss_mib"])
-    ));
+        ));
+    }
+    let reads = &report["graphql_reads"];
+    if !reads.is_null() {
+        row(
+            &mut out,
+            "GraphQL ticket by id",
+            &reads["ticket_by_id"],
+            "queries_per_s",
+        );
+        row(
+            &mut out,
+            "GraphQL technician queue",
+            &reads["technician_queue"],
+            "queries_per_s",
+        );
+    }
+    if !report["generate"].is_null() {
+        out.push_str(&format!(
+            "generated {} events at {} events/s; live catch-up {} events/s, peak RSS {} MiB\n",
+            report["generate"]["events"],
+            f(&report["generate"]["events_per_s"]),
+            f(&report["live_catch_up"]["events_per_s"]),
+            f(&report["live_catch_up"]["serve_peak_rss_mib"])
+        ));
+    }
     for r in report["rebuild"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "rebuild {:<14} {} events in {} s = {} events/s\n",

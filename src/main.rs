@@ -81,6 +81,10 @@ enum Commands {
         /// Run only these scenarios (comma-separated); pgbench always runs, for the ratios.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<ledger::bench::Scenario>,
+        /// Keep the database created on DATABASE_URL (to profile `ledger rebuild` or queries
+        /// against the generated log afterwards); its name is printed.
+        #[arg(long, requires = "database_url")]
+        keep_database: bool,
     },
     /// Load demo data (customers, technicians, a device, parts, tickets) and demo accounts,
     /// and print the accounts' passwords. Does nothing if the demo data is already there.
@@ -221,8 +225,10 @@ async fn run(command: Commands) -> anyhow::Result<()> {
             events,
             output,
             only,
+            keep_database,
         } => {
             let report = ledger::bench::run(ledger::bench::BenchOptions {
+                keep_database,
                 database_url: database_url.filter(|u| !u.is_empty()),
                 seconds,
                 events,

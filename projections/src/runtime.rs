@@ -26,6 +26,8 @@ pub enum ProjectionError {
     },
     #[error("read model row for the event at position {position} is corrupt: {reason}")]
     Corrupt { position: i64, reason: String },
+    #[error("cannot copy the index {0:?} into a rebuild's schema")]
+    Schema(String),
     #[error("unknown projection {0:?}")]
     Unknown(String),
     #[error("read model database error: {0}")]
@@ -340,13 +342,25 @@ async fn follow(
     }
 }
 
+/// How long the swap waits for a table lock before it rolls back and tries again. Below
+/// PostgreSQL's `deadlock_timeout` (1 s), so when the swap and a reader's query wait on each
+/// other it is the swap that gives way, never the reader.
+const SWAP_LOCK_TIMEOUT: &str = "500ms";
+/// Attempts at the swap before the rebuild gives up (the live tables stay as they were).
+const SWAP_ATTEMPTS: u32 = 40;
+const SWAP_PAUSE: Duration = Duration::from_millis(50);
+
 /// Rebuilds a projection from the whole log into fresh tables, then swaps them in.
 ///
 /// The new tables are built in a schema of their own (`rebuild_{name}`) while the live ones
-/// keep answering queries; the swap (replace the live rows with the new ones, set the
-/// checkpoint) is one transaction, taken under the checkpoint's row lock so the live runner
-/// pauses for it and then resumes from the new checkpoint. `progress(done, head)` is called
-/// after each batch.
+/// keep answering queries. They start with the live tables' keys and unique constraints only
+/// (upserts need them); every other index is built once the log is loaded, with the live
+/// index's name and definition, which is far cheaper than maintaining it through a million
+/// inserts. The swap is one short transaction taken under the checkpoint's row lock (the live
+/// runner pauses for it and resumes from the new checkpoint): apply what was appended
+/// meanwhile, drop the live tables, move the new ones into `public`, set the checkpoint.
+/// Readers wait for the swap's locks for at most `SWAP_LOCK_TIMEOUT`, after which the swap
+/// rolls back and tries again. `progress(done, head)` is called after each batch.
 pub async fn rebuild(
     store: &dyn EventStore,
     pool: &PgPool,
@@ -355,44 +369,163 @@ pub async fn rebuild(
 ) -> Result<i64, ProjectionError> {
     let name = projector.name();
     let shadow = format!("rebuild_{name}");
-    // Identifiers cannot be bound; these come from our own constants.
+    let deferred = create_shadow(pool, &shadow, projector.tables()).await?;
+    load_checkpoint(pool, name).await?;
+
+    let head = store.head().await?;
+    let mut position = 0;
+    let mut events = store.read_all(position, REBUILD_BATCH).await?;
+    while let Some(last) = events.last().map(|e| e.position) {
+        // The next batch is read while this one is applied: the log's reads and the writes
+        // of the read model then overlap instead of taking turns.
+        let (applied, next) = tokio::join!(
+            apply_to_shadow(pool, projector, &shadow, &events),
+            store.read_all(last, REBUILD_BATCH)
+        );
+        applied?;
+        position = last;
+        progress(position, head.max(position));
+        if position >= head {
+            break;
+        }
+        events = next?;
+    }
     let mut conn = pool.acquire().await?;
+    for index in &deferred {
+        sqlx::query(index).execute(&mut *conn).await?;
+    }
+    for table in projector.tables() {
+        // Fresh tables have no statistics; without them the first queries would plan blind.
+        sqlx::query(&format!("ANALYZE {shadow}.{table}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    drop(conn);
+    // What was appended while the indexes were built, so that the swap's share is small.
+    loop {
+        let events = store.read_all(position, REBUILD_BATCH).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        apply_to_shadow(pool, projector, &shadow, &events).await?;
+        position = last;
+    }
+
+    let mut attempt = 1;
+    let position = loop {
+        match swap(store, pool, projector, &shadow, position).await {
+            Err(ProjectionError::Database(e)) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(SWAP_PAUSE).await;
+            }
+            result => break result?,
+        }
+    };
+    progress(position, position);
+    Ok(position)
+}
+
+/// Creates `shadow` with an empty copy of each table: columns, defaults, checks, keys and
+/// unique constraints, under the live names. Returns the `CREATE INDEX` statements of the
+/// other indexes, to run once the tables are loaded.
+async fn create_shadow(
+    pool: &PgPool,
+    shadow: &str,
+    tables: &[&str],
+) -> Result<Vec<String>, ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    // Identifiers cannot be bound; these come from our own constants.
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE"))
         .execute(&mut *conn)
         .await?;
     sqlx::query(&format!("CREATE SCHEMA {shadow}"))
         .execute(&mut *conn)
         .await?;
-    for table in projector.tables() {
+    let mut deferred = Vec::new();
+    for table in tables {
         sqlx::query(&format!(
-            "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING ALL)"
+            "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING DEFAULTS
+                 INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)"
         ))
         .execute(&mut *conn)
         .await?;
-    }
-    drop(conn);
-    load_checkpoint(pool, name).await?;
-
-    let head = store.head().await?;
-    let mut position = 0;
-    loop {
-        let events = store.read_all(position, REBUILD_BATCH).await?;
-        let Some(last) = events.last() else { break };
-        let last = last.position;
-        let mut tx = pool.begin().await?;
-        sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
-            .execute(&mut *tx)
+        let live = format!("public.{table}");
+        let constraints = sqlx::query!(
+            r#"SELECT conname AS "name!", pg_get_constraintdef(oid) AS "definition!"
+               FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype IN ('p', 'u', 'x')
+               ORDER BY conname"#,
+            live
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for c in constraints {
+            sqlx::query(&format!(
+                "ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{}\" {}",
+                c.name, c.definition
+            ))
+            .execute(&mut *conn)
             .await?;
-        projector.apply(&mut tx, &events).await?;
-        tx.commit().await?;
-        position = last;
-        progress(position, head.max(position));
-        if position >= head {
-            break;
+        }
+        let indexes = sqlx::query!(
+            r#"SELECT pg_get_indexdef(i.indexrelid) AS "definition!", i.indisunique AS "unique!"
+               FROM pg_index i
+               WHERE i.indrelid = $1::text::regclass
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+               ORDER BY i.indexrelid"#,
+            live
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for index in indexes {
+            let on_live = format!(" ON {live} USING ");
+            if index.definition.matches(&on_live).count() != 1 {
+                return Err(ProjectionError::Schema(index.definition));
+            }
+            let definition =
+                index
+                    .definition
+                    .replacen(&on_live, &format!(" ON {shadow}.{table} USING "), 1);
+            if index.unique {
+                // Upserts may infer their conflict target from it.
+                sqlx::query(&definition).execute(&mut *conn).await?;
+            } else {
+                deferred.push(definition);
+            }
         }
     }
+    Ok(deferred)
+}
 
+/// Applies one batch of events to the shadow tables, in one transaction.
+async fn apply_to_shadow(
+    pool: &PgPool,
+    projector: &dyn Projector,
+    shadow: &str,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
+        .execute(&mut *tx)
+        .await?;
+    projector.apply(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Brings the shadow tables to the head and puts them in place of the live ones, in one
+/// transaction under the checkpoint's lock.
+async fn swap(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    projector: &dyn Projector,
+    shadow: &str,
+    mut position: i64,
+) -> Result<i64, ProjectionError> {
+    let name = projector.name();
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+        .execute(&mut *tx)
+        .await?;
     sqlx::query_scalar!(
         "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
         name
@@ -413,20 +546,29 @@ pub async fn rebuild(
     sqlx::query("SET LOCAL search_path TO public")
         .execute(&mut *tx)
         .await?;
-    // Rows are copied rather than tables swapped: DELETE and INSERT take no lock a reader
-    // waits on (dropping tables would, and could deadlock with queries joining them), and
-    // readers see the old rows until this transaction commits, then the new ones.
+    let live: Vec<String> = projector
+        .tables()
+        .iter()
+        .map(|t| format!("public.{t}"))
+        .collect();
+    // All locks at once, before anything is dropped: a reader holding one of them makes the
+    // swap wait (at most SWAP_LOCK_TIMEOUT), never fail halfway.
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        live.join(", ")
+    ))
+    .execute(&mut *tx)
+    .await?;
     for table in projector.tables() {
-        sqlx::query(&format!("DELETE FROM public.{table}"))
+        sqlx::query(&format!("DROP TABLE public.{table}"))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&format!(
-            "INSERT INTO public.{table} SELECT * FROM {shadow}.{table}"
-        ))
-        .execute(&mut *tx)
-        .await?;
+        // Moves the table's indexes and constraints along, under their live names.
+        sqlx::query(&format!("ALTER TABLE {shadow}.{table} SET SCHEMA public"))
+            .execute(&mut *tx)
+            .await?;
     }
-    sqlx::query(&format!("DROP SCHEMA {shadow} CASCADE"))
+    sqlx::query(&format!("DROP SCHEMA {shadow}"))
         .execute(&mut *tx)
         .await?;
     sqlx::query!(
@@ -438,6 +580,12 @@ pub async fn rebuild(
     .await?;
     notify_progress(&mut tx, name, position).await?;
     tx.commit().await?;
-    progress(position, position);
     Ok(position)
+}
+
+/// PostgreSQL's `lock_not_available`: a lock was not granted within `lock_timeout`.
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "55P03")
 }

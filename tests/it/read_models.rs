@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use stream_store::{read_full_stream, EventStore, PgEventStore, StreamId};
 
 use crate::e2e::Api;
-use crate::harness::{eventually, fresh_database, LedgerProcess};
+use crate::harness::{eventually, fresh_database, test_db, LedgerProcess};
 
 const READ_MODEL_TABLES: &[&str] = &[
     "customers",
@@ -709,4 +709,107 @@ async fn a_projector_killed_mid_stream_resumes_to_a_clean_rebuild() {
     );
     assert_eq!(dump(&pool).await, live);
     drop(ledger);
+}
+
+/// Every index and constraint of the `public` schema, by name.
+async fn live_schema(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public'
+         UNION ALL
+         SELECT conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid)
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// A rebuild swaps its tables in only when no reader holds them: a reader's open transaction
+/// makes the swap wait and retry, never fails the reader; afterwards the live tables have the
+/// same rows, indexes and constraints, under the same names, and no rebuild schema is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
+    let db = test_db().await;
+    for i in 0..20 {
+        let customer = uuid::Uuid::new_v4();
+        let data = json!({ "customerId": customer, "name": format!("Reader {i}"), "email": format!("reader{i}@example.com"),
+                           "phone": null, "location": null, "tier": "paid", "registeredAt": Utc::now() });
+        let event = stream_store::NewEvent {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "CustomerRegistered".into(),
+            schema_version: 1,
+            data,
+        };
+        db.store
+            .append(
+                &StreamId::new(format!("customer-{customer}")).unwrap(),
+                stream_store::ExpectedVersion::NoStream,
+                vec![event],
+                &crate::store::meta(),
+            )
+            .await
+            .unwrap();
+    }
+    let desk = projections::projector("service_desk").unwrap();
+    projections::rebuild(&*db.store, &db.pool, &*desk, &|_, _| {})
+        .await
+        .unwrap();
+    let schema = live_schema(&db.pool).await;
+    let rows = dump(&db.pool).await;
+
+    let mut reader = db.pool.begin().await.unwrap();
+    let count = "SELECT COUNT(*) FROM customers";
+    let seen: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 20);
+    let rebuild = tokio::spawn({
+        let (store, pool) = (db.store.clone(), db.pool.clone());
+        async move { projections::rebuild(&*store, &pool, &*desk, &|_, _| {}).await }
+    });
+    // The swap's wait for the reader's lock; a second wait, begun later, shows that the swap
+    // gave way after its lock timeout and tried again.
+    let waiting = || async {
+        sqlx::query_scalar::<_, DateTime<Utc>>(
+            "SELECT l.waitstart FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+             WHERE c.relname = 'customers' AND l.mode = 'AccessExclusiveLock' AND NOT l.granted",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    let first = eventually(
+        Duration::from_secs(30),
+        "the swap to wait for the reader's lock",
+        waiting,
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the swap to try again", || async {
+        waiting().await.filter(|started| *started > first)
+    })
+    .await;
+    // The reader goes on undisturbed while the swap waits for it.
+    let seen: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 20);
+    assert!(
+        !rebuild.is_finished(),
+        "the swap did not wait for the reader"
+    );
+    reader.commit().await.unwrap();
+    let position = rebuild.await.unwrap().unwrap();
+    assert_eq!(position, db.store.head().await.unwrap());
+    assert_eq!(live_schema(&db.pool).await, schema);
+    assert_eq!(dump(&db.pool).await, rows);
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
 }
