@@ -594,6 +594,12 @@ fn decide_existing(
         }
         TicketCommand::ApproveQuote | TicketCommand::RejectQuote { .. } if !active => Err(refuse()),
         TicketCommand::ApproveQuote => match &state.quote {
+            // A revision quoted before a payment must not make the bill less than what is paid.
+            Some(q) if q.decision == Decision::Pending && q.amount < state.paid => {
+                Err(DomainError::AmountBelowPaid {
+                    paid: state.paid.to_string(),
+                })
+            }
             Some(q) if q.decision == Decision::Pending => Ok(TicketEvent::QuoteApproved {
                 amount: q.amount,
                 approved_at: now,

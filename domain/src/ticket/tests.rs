@@ -343,6 +343,15 @@ fn every_ticket_rule_refuses_with_its_code() {
             "AMOUNT_BELOW_PAID",
         ),
         (
+            "approving a revised quote below what was paid meanwhile",
+            with(
+                started(),
+                [quote(100), TicketCommand::ApproveQuote, quote(0), pay(1)],
+            ),
+            TicketCommand::ApproveQuote,
+            "AMOUNT_BELOW_PAID",
+        ),
+        (
             "pay more than the balance",
             with(started(), [quote(100), TicketCommand::ApproveQuote]),
             pay(101),
