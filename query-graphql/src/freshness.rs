@@ -23,6 +23,12 @@ pub struct Progress {
     /// Every read model has applied the log up to here (the lowest checkpoint). Never ahead of
     /// the database: notifications are sent on commit.
     pub caught_up_to: i64,
+    /// Changes whenever a read model may have changed: each notification, each reload that
+    /// found a checkpoint moved, each (re)connect. Rows cached from the read models stay valid
+    /// only while it is the same and `listening` holds.
+    pub generation: u64,
+    /// Connected and listening: a commit of a projection would be heard.
+    pub listening: bool,
 }
 
 /// Wakes its subscribers whenever a projection commits a batch (in any process).
@@ -37,6 +43,11 @@ impl Freshness {
         let (tx, rx) = watch::channel(Progress::default());
         tokio::spawn(listen(pool, tx));
         Freshness { changes: rx }
+    }
+
+    /// What is known now.
+    pub fn now(&self) -> Progress {
+        *self.changes.borrow()
     }
 
     /// Changes each time some projection moved (or may have).
@@ -58,13 +69,14 @@ async fn listen(pool: PgPool, tx: watch::Sender<Progress>) {
     while !pool.is_closed() && !tx.is_closed() {
         if let Ok(mut listener) = PgListener::connect_with(&pool).await {
             if listener.listen("ledger_projections").await.is_ok() {
+                let mut connected = true;
                 'connected: loop {
                     // After (re)connecting, and after a quiet spell: notifications may have been
                     // lost, so the table is the truth.
-                    if reload(&pool, &mut checkpoints).await.is_err() {
+                    let Ok(moved) = reload(&pool, &mut checkpoints).await else {
                         break 'connected;
-                    }
-                    publish(&tx, &checkpoints, false);
+                    };
+                    publish(&tx, &checkpoints, moved || std::mem::take(&mut connected));
                     loop {
                         match tokio::time::timeout(POLL, listener.try_recv()).await {
                             Err(_) => break,
@@ -79,7 +91,11 @@ async fn listen(pool: PgPool, tx: watch::Sender<Progress>) {
                                 publish(&tx, &checkpoints, true);
                             }
                             // Reconnected by the listener: some notifications may be lost.
-                            Ok(Ok(None)) => break,
+                            Ok(Ok(None)) => {
+                                tx.send_if_modified(|p| std::mem::replace(&mut p.listening, false));
+                                connected = true;
+                                break;
+                            }
                             Ok(Err(_)) => break 'connected,
                         }
                         if tx.is_closed() {
@@ -89,26 +105,36 @@ async fn listen(pool: PgPool, tx: watch::Sender<Progress>) {
                 }
             }
         }
+        tx.send_if_modified(|p| std::mem::replace(&mut p.listening, false));
         tokio::time::sleep(POLL).await;
     }
 }
 
-async fn reload(pool: &PgPool, checkpoints: &mut BTreeMap<String, i64>) -> Result<(), sqlx::Error> {
+/// Re-reads every checkpoint; true when one differs from what was known.
+async fn reload(
+    pool: &PgPool,
+    checkpoints: &mut BTreeMap<String, i64>,
+) -> Result<bool, sqlx::Error> {
     let rows = sqlx::query!("SELECT name, position FROM projection_checkpoints")
         .fetch_all(pool)
         .await?;
-    checkpoints.clear();
-    checkpoints.extend(rows.into_iter().map(|r| (r.name, r.position)));
-    Ok(())
+    let fresh: BTreeMap<String, i64> = rows.into_iter().map(|r| (r.name, r.position)).collect();
+    let moved = fresh != *checkpoints;
+    *checkpoints = fresh;
+    Ok(moved)
 }
 
-/// `moved`: a projection committed a batch, so subscribers re-read even when the lowest
-/// checkpoint stayed where it was.
+/// `moved`: a read model may have changed (a projection committed a batch, or what happened
+/// meanwhile is unknown), so subscribers re-read even when the lowest checkpoint stayed.
 fn publish(tx: &watch::Sender<Progress>, checkpoints: &BTreeMap<String, i64>, moved: bool) {
     let caught_up_to = checkpoints.values().copied().min().unwrap_or(0);
     tx.send_if_modified(|p| {
-        let changed = p.caught_up_to != caught_up_to;
+        let changed = p.caught_up_to != caught_up_to || !p.listening;
         p.caught_up_to = caught_up_to;
+        p.listening = true;
+        if moved {
+            p.generation += 1;
+        }
         changed || moved
     });
 }

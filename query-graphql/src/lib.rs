@@ -7,6 +7,7 @@ mod devices;
 mod error;
 mod freshness;
 mod history;
+mod parse_cache;
 mod reports;
 mod schema;
 mod subscriptions;
@@ -16,8 +17,11 @@ mod types;
 pub use error::QueryError;
 pub use freshness::Freshness;
 
-/// The pool for one-row reads by key (cached plans); see `build_schema`.
-pub(crate) struct Lookups(pub(crate) sqlx::PgPool);
+/// One-row reads by key: their pool (cached plans; see `build_schema`) and cache.
+pub(crate) struct Lookups {
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) tickets: tickets::TicketCache,
+}
 pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY, MAX_DEPTH};
 pub use types::MAX_PAGE;
 

@@ -34,10 +34,14 @@ pub fn build_schema(
 ) -> LedgerSchema {
     Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
-        .data(crate::Lookups(lookups))
+        .data(crate::Lookups {
+            pool: lookups,
+            tickets: crate::tickets::TicketCache::default(),
+        })
         .data(freshness)
         .data(store)
         .data(settings)
+        .extension(crate::parse_cache::ParseCache::default())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()

@@ -170,6 +170,7 @@ pub struct Payment {
 }
 
 /// One row of the `tickets` read model with the names and the priority computed now.
+#[derive(Clone)]
 pub(crate) struct TicketRow {
     ticket_id: Uuid,
     number: String,
@@ -856,14 +857,76 @@ async fn one(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    let pool = &ctx.data::<crate::Lookups>()?.0;
-    let ticket = load(pool, ctx.data::<Settings>()?, id, number).await?;
+    let lookups = ctx.data::<crate::Lookups>()?;
+    let settings = ctx.data::<Settings>()?;
+    let row = match id {
+        Some(id) => {
+            let freshness = ctx.data::<crate::Freshness>()?.now();
+            match lookups.tickets.get(id, freshness) {
+                Some(row) => Some(row),
+                None => {
+                    let row = fetch(&lookups.pool, Some(id), None).await?;
+                    if let Some(row) = &row {
+                        lookups.tickets.put(id, freshness, row);
+                    }
+                    row
+                }
+            }
+        }
+        None => fetch(&lookups.pool, None, number).await?,
+    };
+    let ticket = row.map(|row| with_priority(row, settings));
     if let Some(t) = &ticket {
         require_ticket(ctx, t.parties)?;
     } else {
         principal(ctx)?;
     }
     Ok(ticket)
+}
+
+/// Most ticket rows kept by `TicketCache` (a row is about a kilobyte).
+const CACHED_TICKETS: usize = 20_000;
+
+/// Ticket rows by id for `ticket(id:)`, so that reading a ticket again costs no round trip.
+/// A row is served only while the `Freshness` generation it was read under is current: any
+/// projection commit (heard, or found by a reload) ends it, and nothing is served while the
+/// listener is not listening. Read-your-writes holds: a wait that saw position P also saw
+/// the generation move past every row read before P. Least recently used rows go first.
+pub(crate) struct TicketCache {
+    rows: std::sync::Mutex<lru::LruCache<Uuid, (u64, TicketRow)>>,
+}
+
+impl Default for TicketCache {
+    fn default() -> Self {
+        let capacity =
+            std::num::NonZeroUsize::new(CACHED_TICKETS).unwrap_or(std::num::NonZeroUsize::MIN);
+        TicketCache {
+            rows: std::sync::Mutex::new(lru::LruCache::new(capacity)),
+        }
+    }
+}
+
+impl TicketCache {
+    fn get(&self, id: Uuid, now: crate::freshness::Progress) -> Option<TicketRow> {
+        if !now.listening {
+            return None;
+        }
+        let mut rows = self.rows.lock().ok()?;
+        match rows.get(&id) {
+            Some((generation, row)) if *generation == now.generation => Some(row.clone()),
+            _ => None,
+        }
+    }
+
+    /// `read_under`: the progress taken before the row was read.
+    fn put(&self, id: Uuid, read_under: crate::freshness::Progress, row: &TicketRow) {
+        if !read_under.listening {
+            return;
+        }
+        if let Ok(mut rows) = self.rows.lock() {
+            rows.put(id, (read_under.generation, row.clone()));
+        }
+    }
 }
 
 /// One ticket by id or number, outside of a request's context (subscriptions).
@@ -873,7 +936,18 @@ pub(crate) async fn load(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    let row = sqlx::query_as!(
+    Ok(fetch(pool, id, number)
+        .await?
+        .map(|row| with_priority(row, settings)))
+}
+
+/// One ticket row by id or number, as stored (the priority is computed when it is served).
+async fn fetch(
+    pool: &PgPool,
+    id: Option<Uuid>,
+    number: Option<String>,
+) -> Result<Option<TicketRow>> {
+    sqlx::query_as!(
         TicketRow,
         r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
                   t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
@@ -899,11 +973,12 @@ pub(crate) async fn load(
     )
     .fetch_optional(pool)
     .await
-    .map_err(gql)?;
-    // One row: the domain's own priority engine is cheaper than planning the SQL mirror of it.
-    let row = row.map(|mut r| {
-        current_priority(&mut r, &settings.policy, Utc::now());
-        r
-    });
-    Ok(row.map(Ticket::from))
+    .map_err(gql)
+}
+
+/// The ticket with its priority now: the domain's own priority engine is cheaper than planning
+/// the SQL mirror of it for one row.
+fn with_priority(mut row: TicketRow, settings: &Settings) -> Ticket {
+    current_priority(&mut row, &settings.policy, Utc::now());
+    Ticket::from(row)
 }
