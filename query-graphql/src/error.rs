@@ -34,6 +34,12 @@ impl From<sqlx::Error> for QueryError {
     }
 }
 
+impl From<std::sync::Arc<sqlx::Error>> for QueryError {
+    fn from(e: std::sync::Arc<sqlx::Error>) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
 impl From<stream_store::StoreError> for QueryError {
     fn from(e: stream_store::StoreError) -> Self {
         Self::Internal(Box::new(e))

@@ -21,6 +21,7 @@ pub use freshness::Freshness;
 pub(crate) struct Lookups {
     pub(crate) pool: sqlx::PgPool,
     pub(crate) tickets: tickets::TicketCache,
+    pub(crate) ticket_rows: async_graphql::dataloader::DataLoader<tickets::TicketLoader>,
 }
 pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY, MAX_DEPTH};
 pub use types::MAX_PAGE;

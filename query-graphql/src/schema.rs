@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{EmptyMutation, MergedObject, Schema};
 use sqlx::PgPool;
 use stream_store::EventStore;
@@ -11,6 +12,10 @@ use crate::reports::ReportQueries;
 use crate::subscriptions::SubscriptionRoot;
 use crate::tickets::TicketQueries;
 use crate::Settings;
+
+/// How long a `ticket(id:)` read waits for others to share its query: short against the
+/// round trip it saves under load, and the only wait when alone.
+const LOOKUP_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Deepest query accepted.
 pub const MAX_DEPTH: usize = 12;
@@ -35,6 +40,11 @@ pub fn build_schema(
     Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
         .data(crate::Lookups {
+            ticket_rows: DataLoader::new(
+                crate::tickets::TicketLoader(lookups.clone()),
+                tokio::spawn,
+            )
+            .delay(LOOKUP_BATCH_WINDOW),
             pool: lookups,
             tickets: crate::tickets::TicketCache::default(),
         })

@@ -1,5 +1,6 @@
 //! Tickets: queues ordered by the current priority, filters, details, history.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{ComplexObject, Context, InputObject, Json, Object, Result, SimpleObject, ID};
@@ -865,7 +866,7 @@ async fn one(
             match lookups.tickets.get(id, freshness) {
                 Some(row) => Some(row),
                 None => {
-                    let row = fetch(&lookups.pool, Some(id), None).await?;
+                    let row = lookups.ticket_rows.load_one(id).await.map_err(gql)?;
                     if let Some(row) = &row {
                         lookups.tickets.put(id, freshness, row);
                     }
@@ -947,6 +948,29 @@ async fn fetch(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<TicketRow>> {
+    let id = match (id, number) {
+        (Some(id), _) => id,
+        (None, Some(number)) => {
+            // Unique by construction; the first raised should a duplicate ever appear.
+            let id = sqlx::query_scalar!(
+                "SELECT ticket_id FROM tickets WHERE number = $1 ORDER BY raised_position LIMIT 1",
+                number
+            )
+            .fetch_optional(pool)
+            .await
+            .map_err(gql)?;
+            match id {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(rows_by_id(pool, &[id]).await.map_err(gql)?.pop())
+}
+
+/// Ticket rows by id, in one query.
+async fn rows_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<TicketRow>, sqlx::Error> {
     sqlx::query_as!(
         TicketRow,
         r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
@@ -963,17 +987,26 @@ async fn fetch(
            FROM tickets t
            LEFT JOIN customers c ON c.customer_id = t.customer_id
            LEFT JOIN technicians te ON te.technician_id = t.assignee_id
-           -- Index-friendly under a generic plan too (`$1 IS NULL OR ...` would scan).
-           WHERE t.ticket_id = COALESCE($1::uuid,
-                                        (SELECT n.ticket_id FROM tickets n WHERE n.number = $2
-                                         ORDER BY n.raised_position LIMIT 1))
-           LIMIT 1"#,
-        id,
-        number
+           WHERE t.ticket_id = ANY($1)"#,
+        ids
     )
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await
-    .map_err(gql)
+}
+
+/// Batches the `ticket(id:)` reads of concurrent requests into one query (a `DataLoader` in
+/// the schema's data, shared by every request): under load one round trip serves several
+/// requests, and the pool's connections are taken and released once per batch.
+pub(crate) struct TicketLoader(pub(crate) PgPool);
+
+impl async_graphql::dataloader::Loader<Uuid> for TicketLoader {
+    type Value = TicketRow;
+    type Error = Arc<sqlx::Error>;
+
+    async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, TicketRow>, Self::Error> {
+        let rows = rows_by_id(&self.0, ids).await.map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|r| (r.ticket_id, r)).collect())
+    }
 }
 
 /// The ticket with its priority now: the domain's own priority engine is cheaper than planning
