@@ -662,7 +662,7 @@ async fn list(
              AND ($16::uuid IS NULL OR t.customer_id = $16)
              AND ($17::uuid IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $17)
            ORDER BY CASE WHEN $11 THEN priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) ELSE 0 END DESC,
-                    t.raised_position
+                    CASE WHEN $11 THEN t.raised_at END, t.raised_position
            LIMIT $14 OFFSET $15"#,
         q.statuses.as_deref(),
         q.category,
@@ -739,6 +739,130 @@ pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
 
 const ACTIVE: [TicketStatus; 2] = [TicketStatus::Open, TicketStatus::InProgress];
 
+/// Queue pages that end before this many tickets are read from the head of each priority group
+/// (`queue_head`); deeper pages scan and score the whole queue.
+const QUEUE_HEAD: i64 = 500;
+
+/// A queue request with no filter but statuses of the active ones.
+fn plain_queue(f: &TicketFilter) -> bool {
+    f.category.is_none()
+        && f.priority_level.is_none()
+        && f.customer_id.is_none()
+        && f.assignee_id.is_none()
+        && f.unassigned.is_none()
+        && f.overdue.is_none()
+        && f.raised_from.is_none()
+        && f.raised_to.is_none()
+        && f.search.as_deref().is_none_or(|s| s.trim().is_empty())
+        && f.status
+            .as_ref()
+            .is_none_or(|s| s.iter().all(|s| ACTIVE.contains(s)))
+}
+
+/// Every (severity, tier, impact) the domain allows, as stored: the priority groups.
+fn priority_groups() -> (Vec<String>, Vec<String>, Vec<i16>) {
+    use domain::{Severity, Tier};
+    // The matches make a new variant a compile error here rather than a missing group.
+    let severities = [Severity::Critical, Severity::Major, Severity::Minor].map(|s| match s {
+        Severity::Critical => "critical",
+        Severity::Major => "major",
+        Severity::Minor => "minor",
+    });
+    let tiers = [Tier::Free, Tier::Paid, Tier::Enterprise].map(|t| match t {
+        Tier::Free => "free",
+        Tier::Paid => "paid",
+        Tier::Enterprise => "enterprise",
+    });
+    let impacts = (1..=5i64)
+        .filter_map(|i| domain::Impact::parse("impact", i).ok())
+        .map(|i| i16::from(i.get()))
+        .collect();
+    (
+        severities.map(str::to_owned).to_vec(),
+        tiers.map(str::to_owned).to_vec(),
+        impacts,
+    )
+}
+
+/// A page of the work queue (a technician's, or the unassigned tickets), by current priority
+/// then age, without scoring every ticket in it: within one priority group (same severity,
+/// tier and impact) the score only grows with age, so the first `offset + limit` tickets of
+/// the queue are among the oldest `offset + limit` of each group (index
+/// `tickets_active_queue_idx`). Same order as `list` with `TicketOrder::Priority`.
+async fn queue_head(
+    ctx: &Context<'_>,
+    statuses: &[TicketStatus],
+    assignee: Option<Uuid>,
+    offset: i64,
+    limit: i64,
+) -> Result<Page<Ticket>> {
+    // No optional filters: the pool with cached plans (see `build_schema`). The candidates come
+    // from `queue_candidates` (migrations/0006), which keeps the planner on the ordered index.
+    let pool = &ctx.data::<crate::Lookups>()?.pool;
+    let settings = ctx.data::<Settings>()?;
+    let policy = serde_json::to_value(&settings.policy)
+        .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
+    let statuses: Vec<String> = statuses.iter().map(|s| s.db().to_owned()).collect();
+    let (severities, tiers, impacts) = priority_groups();
+    let now = Utc::now();
+    let rows = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
+                  t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
+                  t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
+                  t.priority_score_at_raise, t.priority_level_at_raise,
+                  0 AS "score!", '' AS "level!", t.raised_at AS "due_at!",
+                  t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
+                  t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
+                  t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,
+                  t.resolution, t.version, t.raised_at, t.assigned_at, t.started_at,
+                  t.completed_at, t.resolved_at, t.closed_at, t.cancelled_at, t.reopened_at,
+                  t.settled_at, t.updated_at
+           FROM (SELECT q.candidate FROM queue_candidates($5, $4, $1, $2, $3, $8) AS q
+                 ORDER BY priority_score(q.severity, q.tier, q.impact, q.raised_at, $6, $7) DESC,
+                          q.raised_at, q.raised_position
+                 LIMIT $9 OFFSET $10) AS head
+           JOIN tickets t ON t.ticket_id = head.candidate
+           LEFT JOIN customers c ON c.customer_id = t.customer_id
+           LEFT JOIN technicians te ON te.technician_id = t.assignee_id
+           ORDER BY priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $6, $7) DESC,
+                    t.raised_at, t.raised_position"#,
+        &severities,
+        &tiers,
+        &impacts,
+        &statuses,
+        assignee,
+        now,
+        policy,
+        offset + limit + 1,
+        limit + 1,
+        offset
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(gql)?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "count!" FROM tickets t
+           WHERE t.status IN ('open', 'in_progress') AND t.status = ANY($1)
+             AND COALESCE(t.assignee_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                 = COALESCE($2::uuid, '00000000-0000-0000-0000-000000000000'::uuid)"#,
+        &statuses,
+        assignee
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(gql)?;
+    // The page's priorities with the domain's engine, at the time the SQL ordered by.
+    let tickets = rows
+        .into_iter()
+        .map(|mut row| {
+            current_priority(&mut row, &settings.policy, now);
+            Ticket::from(row)
+        })
+        .collect();
+    Ok(page(tickets, offset, limit, total))
+}
+
 #[derive(Default)]
 pub struct TicketQueries;
 
@@ -780,6 +904,14 @@ impl TicketQueries {
     ) -> Result<Page<Ticket>> {
         queue_access(ctx, technician_id.as_ref())?;
         let mut filter = filter.unwrap_or_default();
+        if plain_queue(&filter) {
+            let (offset, limit) = window(first, after.clone())?;
+            if offset + limit < QUEUE_HEAD {
+                let statuses = filter.status.unwrap_or_else(|| ACTIVE.to_vec());
+                let technician = technician_id.as_ref().map(parse_id).transpose()?;
+                return queue_head(ctx, &statuses, technician, offset, limit).await;
+            }
+        }
         filter.status = Some(filter.status.unwrap_or_else(|| ACTIVE.to_vec()));
         match technician_id {
             Some(id) => filter.assignee_id = Some(id),
@@ -801,18 +933,7 @@ impl TicketQueries {
         technician_id: Option<ID>,
     ) -> Result<Option<Ticket>> {
         queue_access(ctx, technician_id.as_ref())?;
-        let filter = TicketFilter {
-            status: Some(vec![TicketStatus::Open]),
-            unassigned: Some(true),
-            ..Default::default()
-        };
-        let page = list(
-            ctx,
-            Query::new(filter, TicketOrder::Priority)?,
-            Some(1),
-            None,
-        )
-        .await?;
+        let page = queue_head(ctx, &[TicketStatus::Open], None, 0, 1).await?;
         Ok(page.edges.into_iter().next().map(|e| e.node))
     }
 
