@@ -331,10 +331,18 @@ async fn read_models_answer_what_the_events_say_and_rebuild_identically() {
     };
     let searched = api.graphql("{ tickets(filter: { status: [OPEN], unassigned: true }, orderBy: PRIORITY, first: 100) { edges { node { id } } } }", json!({})).await;
     assert_eq!(ids(&searched, "tickets"), got, "{searched}");
-    let first_page = api.graphql("{ ticketQueue(first: 2) { edges { cursor node { id } } } }", json!({})).await;
+    let first_page = api
+        .graphql(
+            "{ ticketQueue(first: 2) { edges { cursor node { id } } } }",
+            json!({}),
+        )
+        .await;
     let cursor = first_page["data"]["ticketQueue"]["edges"][1]["cursor"].clone();
     let second_page = api.graphql("query($after: String) { ticketQueue(first: 2, after: $after) { edges { node { id } } } }", json!({ "after": cursor })).await;
-    let paged: Vec<String> = ids(&first_page, "ticketQueue").into_iter().chain(ids(&second_page, "ticketQueue")).collect();
+    let paged: Vec<String> = ids(&first_page, "ticketQueue")
+        .into_iter()
+        .chain(ids(&second_page, "ticketQueue"))
+        .collect();
     assert_eq!(paged, got.iter().take(4).cloned().collect::<Vec<_>>());
 
     // Balances, bills and statuses per ticket.
