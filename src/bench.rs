@@ -579,27 +579,13 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+/// Runs one statement (CREATE or DROP DATABASE) on the server the run uses.
+async fn on_server(admin_url: &str, statement: &str) -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(admin_url)
         .await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await?;
-    pool.close().await;
-    Ok(())
-}
-
-/// Drops the run's database from a server the user named (an embedded cluster goes whole).
-async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(admin_url)
-        .await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&pool)
-        .await?;
+    sqlx::query(statement).execute(&pool).await?;
     pool.close().await;
     Ok(())
 }
@@ -622,7 +608,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
             url
         }
     };
-    create_database(&admin_url, &name).await?;
+    on_server(&admin_url, &format!("CREATE DATABASE {name}")).await?;
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => bail!("DATABASE_URL must name a database"),
@@ -842,7 +828,13 @@ async fn finish(
         if keep {
             eprintln!("bench: kept database {name}");
         } else {
-            drop_database(admin_url, name).await?;
+            // A server the user named keeps running: only the run's database goes (an
+            // embedded cluster goes whole).
+            on_server(
+                admin_url,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )
+            .await?;
         }
     }
     drop(embedded);

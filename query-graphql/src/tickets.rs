@@ -805,28 +805,13 @@ async fn queue_head(
     let statuses: Vec<String> = statuses.iter().map(|s| s.db().to_owned()).collect();
     let (severities, tiers, impacts) = priority_groups();
     let now = Utc::now();
-    let rows = sqlx::query_as!(
-        TicketRow,
-        r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
-                  t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
-                  t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
-                  t.priority_score_at_raise, t.priority_level_at_raise,
-                  0 AS "score!", '' AS "level!", t.raised_at AS "due_at!",
-                  t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
-                  t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
-                  t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,
-                  t.resolution, t.version, t.raised_at, t.assigned_at, t.started_at,
-                  t.completed_at, t.resolved_at, t.closed_at, t.cancelled_at, t.reopened_at,
-                  t.settled_at, t.updated_at
-           FROM (SELECT q.candidate FROM queue_candidates($5, $4, $1, $2, $3, $8) AS q
-                 ORDER BY priority_score(q.severity, q.tier, q.impact, q.raised_at, $6, $7) DESC,
-                          q.raised_at, q.raised_position
-                 LIMIT $9 OFFSET $10) AS head
-           JOIN tickets t ON t.ticket_id = head.candidate
-           LEFT JOIN customers c ON c.customer_id = t.customer_id
-           LEFT JOIN technicians te ON te.technician_id = t.assignee_id
-           ORDER BY priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $6, $7) DESC,
-                    t.raised_at, t.raised_position"#,
+    // The page's ids in queue order; then the rows, by the one select of ticket rows.
+    let page_ids = sqlx::query_scalar!(
+        r#"SELECT q.candidate AS "candidate!"
+           FROM queue_candidates($5, $4, $1, $2, $3, $8) AS q
+           ORDER BY priority_score(q.severity, q.tier, q.impact, q.raised_at, $6, $7) DESC,
+                    q.raised_at, q.raised_position
+           LIMIT $9 OFFSET $10"#,
         &severities,
         &tiers,
         &impacts,
@@ -841,6 +826,12 @@ async fn queue_head(
     .fetch_all(pool)
     .await
     .map_err(gql)?;
+    let mut rows: HashMap<Uuid, TicketRow> = rows_by_id(pool, &page_ids)
+        .await
+        .map_err(gql)?
+        .into_iter()
+        .map(|r| (r.ticket_id, r))
+        .collect();
     let total = sqlx::query_scalar!(
         r#"SELECT COUNT(*) AS "count!" FROM tickets t
            WHERE t.status IN ('open', 'in_progress') AND t.status = ANY($1)
@@ -853,8 +844,9 @@ async fn queue_head(
     .await
     .map_err(gql)?;
     // The page's priorities with the domain's engine, at the time the SQL ordered by.
-    let tickets = rows
-        .into_iter()
+    let tickets = page_ids
+        .iter()
+        .filter_map(|id| rows.remove(id))
         .map(|mut row| {
             current_priority(&mut row, &settings.policy, now);
             Ticket::from(row)

@@ -662,19 +662,11 @@ async fn another_process_takes_over_the_projections_and_nothing_is_lost_or_doubl
     drop(_survivor_process);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_projector_killed_mid_stream_resumes_to_a_clean_rebuild() {
-    let url = fresh_database().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PgEventStore::new(pool.clone());
-    // A backlog of real events for the projector to chew on.
-    for i in 0..400 {
+/// Appends `n` CustomerRegistered events straight to the store, one stream each.
+async fn register_customers(store: &dyn EventStore, label: &str, n: usize) {
+    for i in 0..n {
         let customer = uuid::Uuid::new_v4();
-        let data = json!({ "customerId": customer, "name": format!("Backlog {i}"), "email": format!("backlog{i}@example.com"),
+        let data = json!({ "customerId": customer, "name": format!("{label} {i}"), "email": format!("{label}{i}@example.com"),
                            "phone": null, "location": null, "tier": "paid", "registeredAt": Utc::now() });
         let event = stream_store::NewEvent {
             event_id: uuid::Uuid::new_v4(),
@@ -686,12 +678,25 @@ async fn a_projector_killed_mid_stream_resumes_to_a_clean_rebuild() {
             .append(
                 &StreamId::new(format!("customer-{customer}")).unwrap(),
                 stream_store::ExpectedVersion::NoStream,
-                vec![event; 1],
+                vec![event],
                 &crate::store::meta(),
             )
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_stream_resumes_to_a_clean_rebuild() {
+    let url = fresh_database().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    let store = PgEventStore::new(pool.clone());
+    // A backlog of real events for the projector to chew on.
+    register_customers(&store, "backlog", 400).await;
     let mut ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
     // Kill it as soon as it has applied something but (most likely) not everything.
     eventually(
@@ -755,26 +760,7 @@ async fn live_schema(pool: &PgPool) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     let db = test_db().await;
-    for i in 0..20 {
-        let customer = uuid::Uuid::new_v4();
-        let data = json!({ "customerId": customer, "name": format!("Reader {i}"), "email": format!("reader{i}@example.com"),
-                           "phone": null, "location": null, "tier": "paid", "registeredAt": Utc::now() });
-        let event = stream_store::NewEvent {
-            event_id: uuid::Uuid::new_v4(),
-            event_type: "CustomerRegistered".into(),
-            schema_version: 1,
-            data,
-        };
-        db.store
-            .append(
-                &StreamId::new(format!("customer-{customer}")).unwrap(),
-                stream_store::ExpectedVersion::NoStream,
-                vec![event],
-                &crate::store::meta(),
-            )
-            .await
-            .unwrap();
-    }
+    register_customers(&*db.store, "reader", 20).await;
     let desk = projections::projector("service_desk").unwrap();
     projections::rebuild(&*db.store, &db.pool, &*desk, &|_, _| {})
         .await
