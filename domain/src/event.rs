@@ -39,8 +39,13 @@ pub trait EventPayload: Sized + Serialize + DeserializeOwned {
                 schema_version,
             });
         }
-        let tagged = serde_json::json!({ "type": event_type, "data": data });
-        serde_json::from_value(tagged)
+        // The tag first, then the payload as stored, borrowed: serde then decodes the payload
+        // straight into its variant (a tag after the payload makes it buffer the payload).
+        let tag = serde_json::Value::String(event_type.to_owned());
+        let tagged = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(
+            [("type", &tag), ("data", data)].into_iter(),
+        );
+        Self::deserialize(tagged)
             .map(Some)
             .map_err(|source| DecodeError::Payload {
                 event_type: event_type.to_owned(),

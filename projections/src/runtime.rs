@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 500;
 /// Events per transaction during a rebuild.
 const REBUILD_BATCH: usize = 5_000;
+/// Deferred index builds (and ANALYZEs) a rebuild runs at the same time.
+const INDEX_BUILDS_AT_ONCE: usize = 2;
+/// Events per transaction during a rebuild by a projector that reads the log in SQL.
+const REBUILD_SQL_BATCH: i64 = 100_000;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often a runner without the lease tries to take it, and a holder checks it still has it.
 const LEASE_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,6 +58,55 @@ pub trait Projector: Send + Sync + 'static {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError>;
+
+    /// Applies the events at positions `after < p <= up_to` reading them straight from the
+    /// log's table in SQL, which the runtime asks for only when the log is the `events` table
+    /// of this very database. Must write exactly the rows `apply` writes for those events.
+    /// Returns `false` (having done nothing) when the projector has no such path.
+    async fn apply_from_log(
+        &self,
+        _tx: &mut PgConnection,
+        _after: i64,
+        _up_to: i64,
+    ) -> Result<bool, ProjectionError> {
+        Ok(false)
+    }
+}
+
+/// Whether the log is the `public.events` table of the read models' own database (the
+/// PostgreSQL store on the same database), so that projectors may read it in SQL.
+async fn log_is_local(store: &dyn EventStore, pool: &PgPool) -> Result<bool, ProjectionError> {
+    let Some(log) = store.postgres_pool() else {
+        return Ok(false);
+    };
+    async fn identity(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar!(
+            "SELECT current_database()::text || ' ' || pg_postmaster_start_time()::text || ' '
+                    || to_regclass('public.events')::oid::text"
+        )
+        .fetch_one(pool)
+        .await
+    }
+    let here = identity(pool).await?;
+    Ok(here.is_some() && identity(log).await? == here)
+}
+
+/// Applies `events`, the ones right after `after`, in SQL from the log's table when `local` and
+/// the projector can, else through the projector's Rust code.
+async fn apply_events(
+    tx: &mut PgConnection,
+    projector: &dyn Projector,
+    local: bool,
+    after: i64,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    if local && projector.apply_from_log(tx, after, last.position).await? {
+        return Ok(());
+    }
+    projector.apply(tx, events).await
 }
 
 /// Every read model of the ledger.
@@ -114,6 +167,7 @@ enum BatchOutcome {
 async fn apply_batch(
     pool: &PgPool,
     projector: &dyn Projector,
+    local: bool,
     from: i64,
     events: &[RecordedEvent],
 ) -> Result<BatchOutcome, ProjectionError> {
@@ -130,7 +184,7 @@ async fn apply_batch(
     if current != from {
         return Ok(BatchOutcome::Moved(current));
     }
-    projector.apply(&mut tx, events).await?;
+    apply_events(&mut tx, projector, local, from, events).await?;
     sqlx::query!(
         "UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
         projector.name(),
@@ -168,13 +222,14 @@ pub async fn catch_up(
     projector: &dyn Projector,
 ) -> Result<usize, ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
+    let local = log_is_local(store, pool).await?;
     let mut applied = 0;
     loop {
         let events = store.read_all(position, BATCH).await?;
         if events.is_empty() {
             return Ok(applied);
         }
-        match apply_batch(pool, projector, position, &events).await? {
+        match apply_batch(pool, projector, local, position, &events).await? {
             BatchOutcome::Applied(p) => {
                 applied += events.len();
                 position = p;
@@ -318,6 +373,7 @@ async fn follow(
     shutdown: &CancellationToken,
 ) -> Result<(), ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
+    let local = log_is_local(store, pool).await?;
     let mut feed = store.subscribe_all(position).ready_chunks(BATCH);
     loop {
         let chunk = tokio::select! {
@@ -326,7 +382,7 @@ async fn follow(
         };
         let Some(chunk) = chunk else { return Ok(()) };
         let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-        match apply_batch(pool, projector, position, &events).await? {
+        match apply_batch(pool, projector, local, position, &events).await? {
             BatchOutcome::Applied(p) => position = p,
             BatchOutcome::Moved(p) => {
                 // A rebuild (or another runner) moved it: re-subscribe from there.
@@ -371,15 +427,34 @@ pub async fn rebuild(
     let shadow = format!("rebuild_{name}");
     let deferred = create_shadow(pool, &shadow, projector.tables()).await?;
     load_checkpoint(pool, name).await?;
+    let local = log_is_local(store, pool).await?;
 
     let head = store.head().await?;
     let mut position = 0;
-    let mut events = store.read_all(position, REBUILD_BATCH).await?;
+    // A projector that reads the log in SQL needs no event shipped through this process.
+    while local && position < head {
+        let up_to = head.min(position + REBUILD_SQL_BATCH);
+        let mut tx = pool.begin().await?;
+        sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
+            .execute(&mut *tx)
+            .await?;
+        if !projector.apply_from_log(&mut tx, position, up_to).await? {
+            break;
+        }
+        tx.commit().await?;
+        position = up_to;
+        progress(position, head);
+    }
+    let mut events = if position < head {
+        store.read_all(position, REBUILD_BATCH).await?
+    } else {
+        Vec::new()
+    };
     while let Some(last) = events.last().map(|e| e.position) {
         // The next batch is read while this one is applied: the log's reads and the writes
         // of the read model then overlap instead of taking turns.
         let (applied, next) = tokio::join!(
-            apply_to_shadow(pool, projector, &shadow, &events),
+            apply_to_shadow(pool, projector, (&shadow, local), position, &events),
             store.read_all(last, REBUILD_BATCH)
         );
         applied?;
@@ -390,30 +465,32 @@ pub async fn rebuild(
         }
         events = next?;
     }
-    let mut conn = pool.acquire().await?;
-    for index in &deferred {
-        sqlx::query(index).execute(&mut *conn).await?;
-    }
+    // Fresh tables have no statistics; without them the first queries would plan blind.
+    let mut statements = deferred;
     for table in projector.tables() {
-        // Fresh tables have no statistics; without them the first queries would plan blind.
-        sqlx::query(&format!("ANALYZE {shadow}.{table}"))
-            .execute(&mut *conn)
-            .await?;
+        statements.push(format!("ANALYZE {shadow}.{table}"));
     }
-    drop(conn);
+    // Each build is one backend's sort; two at a time keep two cores busy.
+    futures::stream::iter(statements)
+        .map(|statement| async move { sqlx::query(&statement).execute(pool).await })
+        .buffer_unordered(INDEX_BUILDS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     // What was appended while the indexes were built, so that the swap's share is small.
     loop {
         let events = store.read_all(position, REBUILD_BATCH).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
-        apply_to_shadow(pool, projector, &shadow, &events).await?;
+        apply_to_shadow(pool, projector, (&shadow, local), position, &events).await?;
         position = last;
     }
 
     let mut attempt = 1;
     let position = loop {
-        match swap(store, pool, projector, &shadow, position).await {
+        match swap(store, pool, projector, (&shadow, local), position).await {
             Err(ProjectionError::Database(e)) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(SWAP_PAUSE).await;
@@ -500,14 +577,15 @@ async fn create_shadow(
 async fn apply_to_shadow(
     pool: &PgPool,
     projector: &dyn Projector,
-    shadow: &str,
+    (shadow, local): (&str, bool),
+    after: i64,
     events: &[RecordedEvent],
 ) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
         .execute(&mut *tx)
         .await?;
-    projector.apply(&mut tx, events).await?;
+    apply_events(&mut tx, projector, local, after, events).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -518,7 +596,7 @@ async fn swap(
     store: &dyn EventStore,
     pool: &PgPool,
     projector: &dyn Projector,
-    shadow: &str,
+    (shadow, local): (&str, bool),
     mut position: i64,
 ) -> Result<i64, ProjectionError> {
     let name = projector.name();
@@ -540,7 +618,7 @@ async fn swap(
         let events = store.read_all(position, REBUILD_BATCH).await?;
         let Some(last) = events.last() else { break };
         let last = last.position;
-        projector.apply(&mut tx, &events).await?;
+        apply_events(&mut tx, projector, local, position, &events).await?;
         position = last;
     }
     sqlx::query("SET LOCAL search_path TO public")

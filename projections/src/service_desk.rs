@@ -731,7 +731,8 @@ struct TicketRows {
     settled_at: Vec<Option<Time>>,
     updated_at: Vec<Time>,
     version: Vec<i64>,
-    state: Vec<Value>,
+    /// The domain's state as JSON text, stored as it is (the column is `json`).
+    state: Vec<String>,
 }
 
 impl TicketRows {
@@ -742,7 +743,7 @@ impl TicketRows {
         version: i64,
         updated_at: Time,
     ) -> Result<(), ProjectionError> {
-        let state = serde_json::to_value(s).map_err(|source| ProjectionError::Corrupt {
+        let state = serde_json::to_string(s).map_err(|source| ProjectionError::Corrupt {
             position: entry.raised_position,
             reason: source.to_string(),
         })?;
@@ -836,7 +837,7 @@ impl TicketRows {
                  $28::text[], $29::text[], $30::smallint[], $31::text[], $32::text[],
                  $33::timestamptz[], $34::timestamptz[], $35::timestamptz[], $36::timestamptz[],
                  $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::timestamptz[],
-                 $41::timestamptz[], $42::timestamptz[], $43::bigint[], $44::jsonb[])
+                 $41::timestamptz[], $42::timestamptz[], $43::bigint[], $44::text[]::json[])
              ON CONFLICT (ticket_id) DO UPDATE SET
                  status = EXCLUDED.status, assignee_id = EXCLUDED.assignee_id,
                  notes = EXCLUDED.notes, quote_amount = EXCLUDED.quote_amount,

@@ -55,6 +55,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every event after `after`, then every new event as it is committed, without gaps or
     /// repeats at the hand-over from catch-up to live.
     fn subscribe_all(&self, after: i64) -> EventStream;
+
+    /// The pool of the PostgreSQL database whose `public.events` table is this log, when the
+    /// backend is PostgreSQL: projections kept in that same database may then read the log
+    /// in SQL instead of through this process.
+    fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        None
+    }
 }
 
 /// Reads a whole stream (all pages).

@@ -189,6 +189,10 @@ impl EventStore for PgEventStore {
         };
         Box::pin(futures::stream::unfold(state, Subscription::next))
     }
+
+    fn postgres_pool(&self) -> Option<&PgPool> {
+        Some(&self.inner.pool)
+    }
 }
 
 struct Subscription {

@@ -2,7 +2,9 @@
 //! and two runners of one projection never apply an event twice.
 
 use projections::{catch_up, checkpoints, AuditLog, Projector};
-use stream_store::ExpectedVersion;
+use serde_json::{json, Value};
+use stream_store::{ExpectedVersion, NewEvent};
+use uuid::Uuid;
 
 use crate::harness::test_db;
 use crate::store::{events, meta, stream};
@@ -101,4 +103,77 @@ async fn a_failed_batch_leaves_neither_effects_nor_checkpoint() {
     assert!(cp.iter().all(|c| c.position == 0));
     assert_eq!(catch_up(&*db.store, &db.pool, &AuditLog).await.unwrap(), 5);
     assert_eq!(audit_rows(&db.pool).await, vec![1, 2, 3, 4, 5]);
+}
+
+/// Where the log is the `events` table of the read models' database, the audit log is copied
+/// in SQL: it must write exactly the rows its Rust code writes, password hashes redacted the
+/// same way (only a top-level `passwordHash` of an object payload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_copied_in_sql_equals_its_rust_code() {
+    let db = test_db().await;
+    let mut new = events(3);
+    for data in [
+        json!({ "email": "a@example.com", "passwordHash": "$argon2id$v=19$secret" }),
+        json!({ "nested": { "passwordHash": "kept" } }),
+        json!(["passwordHash"]),
+        json!("passwordHash"),
+    ] {
+        new.push(NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "UserRegistered".into(),
+            schema_version: 1,
+            data,
+        });
+    }
+    db.store
+        .append(&stream("sql"), ExpectedVersion::Any, new, &meta())
+        .await
+        .unwrap();
+    let logged = db.store.read_all(0, 100).await.unwrap();
+    let head = logged.last().unwrap().position;
+
+    let mut tx = db.pool.begin().await.unwrap();
+    for (schema, in_sql) in [("by_sql", true), ("by_rust", false)] {
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.audit_log (LIKE public.audit_log INCLUDING ALL)"
+        ))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(&format!("SET LOCAL search_path TO {schema}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        if in_sql {
+            assert!(AuditLog.apply_from_log(&mut tx, 0, head).await.unwrap());
+        } else {
+            AuditLog.apply(&mut tx, &logged).await.unwrap();
+        }
+    }
+    let rows = |schema: &str| format!("SELECT * FROM {schema}.audit_log");
+    let differ: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM (({} EXCEPT {}) UNION ALL ({} EXCEPT {})) d",
+        rows("by_sql"),
+        rows("by_rust"),
+        rows("by_rust"),
+        rows("by_sql")
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(differ, 0, "the SQL copy and the Rust code disagree");
+    let data: Vec<Value> =
+        sqlx::query_scalar("SELECT data FROM by_sql.audit_log ORDER BY position")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(data.len(), 7);
+    assert_eq!(data[3]["passwordHash"], "[redacted]");
+    assert_eq!(data[3]["email"], "a@example.com");
+    assert_eq!(data[4]["nested"]["passwordHash"], "kept");
+    assert_eq!(data[5], json!(["passwordHash"]));
 }
