@@ -581,13 +581,22 @@ async fn apply_to_shadow(
     after: i64,
     events: &[RecordedEvent],
 ) -> Result<(), ProjectionError> {
+    let mut tx = begin_in(pool, shadow).await?;
+    apply_events(&mut tx, projector, local, after, events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A transaction whose unqualified table names are the shadow tables.
+async fn begin_in(
+    pool: &PgPool,
+    shadow: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ProjectionError> {
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
         .execute(&mut *tx)
         .await?;
-    apply_events(&mut tx, projector, local, after, events).await?;
-    tx.commit().await?;
-    Ok(())
+    Ok(tx)
 }
 
 /// Brings the shadow tables to the head and puts them in place of the live ones, in one
