@@ -177,3 +177,51 @@ async fn the_audit_log_copied_in_sql_equals_its_rust_code() {
     assert_eq!(data[4]["nested"]["passwordHash"], "kept");
     assert_eq!(data[5], json!(["passwordHash"]));
 }
+
+/// The audit log with its Rust code refusing to run: following the log and rebuilding work
+/// only if the runtime takes the SQL path, as it must when the log is in the same database.
+struct SqlOnly;
+
+#[async_trait::async_trait]
+impl Projector for SqlOnly {
+    fn name(&self) -> &'static str {
+        "audit_log"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        AuditLog.tables()
+    }
+    async fn apply(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        events: &[stream_store::RecordedEvent],
+    ) -> Result<(), projections::ProjectionError> {
+        Err(projections::ProjectionError::Corrupt {
+            position: events.first().map_or(0, |e| e.position),
+            reason: "the Rust path was taken".into(),
+        })
+    }
+    async fn apply_from_log(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        after: i64,
+        up_to: i64,
+    ) -> Result<bool, projections::ProjectionError> {
+        AuditLog.apply_from_log(tx, after, up_to).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_in_the_same_database_is_copied_in_sql() {
+    let db = test_db().await;
+    db.store
+        .append(&stream("local"), ExpectedVersion::Any, events(7), &meta())
+        .await
+        .unwrap();
+    assert_eq!(catch_up(&*db.store, &db.pool, &SqlOnly).await.unwrap(), 7);
+    assert_eq!(audit_rows(&db.pool).await, (1..=7).collect::<Vec<_>>());
+    let position = projections::rebuild(&*db.store, &db.pool, &SqlOnly, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(position, 7);
+    assert_eq!(audit_rows(&db.pool).await, (1..=7).collect::<Vec<_>>());
+}
