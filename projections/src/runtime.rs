@@ -111,7 +111,10 @@ async fn apply_events(
 
 /// Every read model of the ledger.
 pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
-    vec![Arc::new(crate::ServiceDesk), Arc::new(crate::AuditLog)]
+    vec![
+        Arc::new(crate::ServiceDesk::default()),
+        Arc::new(crate::AuditLog),
+    ]
 }
 
 /// The projector called `name`.
@@ -165,7 +168,7 @@ enum BatchOutcome {
 /// checkpoint row is locked and compared first, so two runners of one projection (or a runner
 /// and a rebuild) can never both apply the same event.
 async fn apply_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     projector: &dyn Projector,
     local: bool,
     from: i64,
@@ -174,7 +177,7 @@ async fn apply_batch(
     let Some(last) = events.last() else {
         return Ok(BatchOutcome::Applied(from));
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let current = sqlx::query_scalar!(
         "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
         projector.name()
@@ -185,27 +188,25 @@ async fn apply_batch(
         return Ok(BatchOutcome::Moved(current));
     }
     apply_events(&mut tx, projector, local, from, events).await?;
-    sqlx::query!(
-        "UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
-        projector.name(),
-        last.position
-    )
-    .execute(&mut *tx)
-    .await?;
-    notify_progress(&mut tx, projector.name(), last.position).await?;
+    move_checkpoint(&mut tx, projector.name(), last.position).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Applied(last.position))
 }
 
-/// Tells every listening process (read-your-writes waits, GraphQL subscriptions) that a
-/// projection moved; delivered when the transaction commits.
-async fn notify_progress(
+/// Sets the checkpoint and tells every listening process (read-your-writes waits, GraphQL
+/// subscriptions) that the projection moved, in one statement; the notification is delivered
+/// when the transaction commits.
+async fn move_checkpoint(
     tx: &mut PgConnection,
     name: &str,
     position: i64,
 ) -> Result<(), ProjectionError> {
     sqlx::query!(
-        "SELECT pg_notify('ledger_projections', $1 || ':' || $2::bigint::text)",
+        "WITH moved AS (
+             UPDATE public.projection_checkpoints SET position = $2, updated_at = now()
+              WHERE name = $1
+          RETURNING name, position)
+         SELECT pg_notify('ledger_projections', name || ':' || position::text) FROM moved",
         name,
         position
     )
@@ -223,13 +224,14 @@ pub async fn catch_up(
 ) -> Result<usize, ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
     let local = log_is_local(store, pool).await?;
+    let mut conn = pool.acquire().await?;
     let mut applied = 0;
     loop {
         let events = store.read_all(position, BATCH).await?;
         if events.is_empty() {
             return Ok(applied);
         }
-        match apply_batch(pool, projector, local, position, &events).await? {
+        match apply_batch(&mut conn, projector, local, position, &events).await? {
             BatchOutcome::Applied(p) => {
                 applied += events.len();
                 position = p;
@@ -319,13 +321,7 @@ async fn run_one(
         };
         tracing::info!(projection = name, "running projection (lease taken)");
         leases.set(name, true);
-        let outcome = tokio::select! {
-            r = follow(&*store, &pool, &*projector, &shutdown) => r,
-            () = lease_lost(&mut lease) => {
-                tracing::warn!(projection = name, "lease lost; stopping this runner");
-                Ok(())
-            }
-        };
+        let outcome = follow(&*store, &pool, &mut lease, &*projector, &shutdown).await;
         leases.set(name, false);
         // Ending the session releases the lease for another process.
         let _ = lease.close().await;
@@ -355,20 +351,14 @@ async fn take_lease(pool: &PgPool, name: &str) -> Result<Option<PgConnection>, s
     }
 }
 
-/// Returns when the lease's session stops answering.
-async fn lease_lost(lease: &mut PgConnection) {
-    loop {
-        tokio::time::sleep(LEASE_INTERVAL).await;
-        if lease.ping().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Follows the log from the stored checkpoint until shutdown or the first error.
+/// Follows the log from the stored checkpoint until shutdown or the first error. Batches are
+/// applied on the lease's own session: a batch can only commit while the lease is held (and
+/// no pooled connection is taken and checked back per batch). While the log is quiet the
+/// session is pinged, so a lost lease is noticed within about a second.
 async fn follow(
     store: &dyn EventStore,
     pool: &PgPool,
+    lease: &mut PgConnection,
     projector: &dyn Projector,
     shutdown: &CancellationToken,
 ) -> Result<(), ProjectionError> {
@@ -379,10 +369,14 @@ async fn follow(
         let chunk = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             chunk = feed.next() => chunk,
+            () = tokio::time::sleep(LEASE_INTERVAL) => {
+                lease.ping().await?;
+                continue;
+            }
         };
         let Some(chunk) = chunk else { return Ok(()) };
         let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-        match apply_batch(pool, projector, local, position, &events).await? {
+        match apply_batch(lease, projector, local, position, &events).await? {
             BatchOutcome::Applied(p) => position = p,
             BatchOutcome::Moved(p) => {
                 // A rebuild (or another runner) moved it: re-subscribe from there.
@@ -658,14 +652,7 @@ async fn swap(
     sqlx::query(&format!("DROP SCHEMA {shadow}"))
         .execute(&mut *tx)
         .await?;
-    sqlx::query!(
-        "UPDATE public.projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
-        name,
-        position
-    )
-    .execute(&mut *tx)
-    .await?;
-    notify_progress(&mut tx, name, position).await?;
+    move_checkpoint(&mut tx, name, position).await?;
     tx.commit().await?;
     Ok(position)
 }

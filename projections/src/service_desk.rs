@@ -3,12 +3,15 @@
 //! queries joining them always see one consistent position of the log.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use domain::{
     Aggregate, CustomerEvent, DeviceEvent, EventPayload, Money, PartEvent, TechnicianEvent, Ticket,
     TicketEvent, TicketState,
 };
+use lru::LruCache;
 use serde_json::Value;
 use sqlx::PgConnection;
 use stream_store::RecordedEvent;
@@ -16,7 +19,33 @@ use uuid::Uuid;
 
 use crate::{ProjectionError, Projector};
 
-pub struct ServiceDesk;
+pub struct ServiceDesk {
+    recent: Mutex<LruCache<Uuid, Evolved>>,
+}
+
+/// Tickets kept in memory between batches (a few MiB).
+const RECENT_TICKETS: usize = 8_192;
+
+impl Default for ServiceDesk {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(RECENT_TICKETS).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            recent: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+}
+
+/// A ticket as this projector last computed its row: the fold of its stream up to `version`.
+/// The fold is a pure function of the log, so an entry is exactly the row a batch would read
+/// back whenever the batch continues the ticket right after `version`, whoever wrote the row
+/// and even if the batch that computed the entry rolled back; any other entry is ignored.
+#[derive(Clone)]
+struct Evolved {
+    ticket: Ticket,
+    settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    raised_position: i64,
+    version: i64,
+}
 
 fn decode<E: EventPayload>(e: &RecordedEvent) -> Result<Option<E>, ProjectionError> {
     E::from_stored(&e.event_type, e.schema_version, &e.data).map_err(|source| {
@@ -95,7 +124,7 @@ impl Projector for ServiceDesk {
                 }
             }
         }
-        tickets.write(tx).await
+        tickets.write(tx, &self.recent).await
     }
 }
 
@@ -457,22 +486,42 @@ impl<'a> TicketBatch<'a> {
         self.events.push((e, id, event));
     }
 
-    async fn write(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+    async fn write(
+        self,
+        tx: &mut PgConnection,
+        recent: &Mutex<LruCache<Uuid, Evolved>>,
+    ) -> Result<(), ProjectionError> {
         if self.events.is_empty() {
             return Ok(());
         }
-        // Tickets whose first event here is not their raise already have a row.
-        let mut seen = std::collections::HashSet::new();
-        let continued: Vec<Uuid> = self
-            .events
-            .iter()
-            .filter(|(_, id, event)| {
-                seen.insert(*id) && !matches!(event, TicketEvent::TicketRaised { .. })
-            })
-            .map(|(_, id, _)| *id)
-            .collect();
-        let mut tickets: HashMap<Uuid, Evolving> = HashMap::with_capacity(seen.len());
-        let mut order: Vec<Uuid> = Vec::with_capacity(seen.len());
+        let mut tickets: HashMap<Uuid, Evolving> = HashMap::new();
+        // Tickets whose first event here is not their raise already have a row: taken from
+        // memory when it holds the version right before, else read back.
+        let mut continued = Vec::new();
+        {
+            let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = std::collections::HashSet::new();
+            for (e, id, event) in &self.events {
+                if !seen.insert(*id) || matches!(event, TicketEvent::TicketRaised { .. }) {
+                    continue;
+                }
+                match recent.get(id) {
+                    Some(known) if known.version == e.version - 1 => {
+                        tickets.insert(
+                            *id,
+                            Evolving {
+                                ticket: known.ticket.clone(),
+                                settled_at: known.settled_at,
+                                raised_position: known.raised_position,
+                                last: None,
+                            },
+                        );
+                    }
+                    _ => continued.push(*id),
+                }
+            }
+        }
+        let mut order: Vec<Uuid> = Vec::with_capacity(self.events.len());
         if !continued.is_empty() {
             let rows = sqlx::query!(
                 "SELECT ticket_id, state, settled_at, raised_position FROM tickets
@@ -553,7 +602,20 @@ impl<'a> TicketBatch<'a> {
                 }
             }
         }
-        rows.upsert(tx).await
+        rows.upsert(tx).await?;
+        let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, entry) in tickets {
+            if let (Some(_), Some((version, _))) = (entry.ticket.state(), entry.last) {
+                let evolved = Evolved {
+                    ticket: entry.ticket,
+                    settled_at: entry.settled_at,
+                    raised_position: entry.raised_position,
+                    version,
+                };
+                recent.put(id, evolved);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -186,6 +186,7 @@ impl EventStore for PgEventStore {
             after,
             buffer: VecDeque::new(),
             head: self.inner.head.clone(),
+            drained: false,
         };
         Box::pin(futures::stream::unfold(state, Subscription::next))
     }
@@ -200,7 +201,13 @@ struct Subscription {
     after: i64,
     buffer: VecDeque<RecordedEvent>,
     head: watch::Receiver<i64>,
+    /// The last read came back short: it reached the head as it was when the read began, so
+    /// there is nothing more to read until the head moves.
+    drained: bool,
 }
+
+/// Events per read of a subscription.
+const SUBSCRIPTION_PAGE: usize = 512;
 
 impl Subscription {
     async fn next(mut self) -> Option<(Result<RecordedEvent, StoreError>, Self)> {
@@ -209,22 +216,30 @@ impl Subscription {
                 self.after = event.position;
                 return Some((Ok(event), self));
             }
+            if std::mem::take(&mut self.drained) {
+                self.wait_for_head().await;
+            }
             // Mark the head as seen *before* reading: a commit after the read changes it again.
             self.head.borrow_and_update();
-            match self.store.read_all(self.after, 512).await {
-                Ok(events) if !events.is_empty() => self.buffer.extend(events),
-                Ok(_) => {
-                    if let Ok(Err(_)) =
-                        tokio::time::timeout(POLL_FALLBACK, self.head.changed()).await
-                    {
-                        tokio::time::sleep(POLL_FALLBACK).await;
-                    }
+            match self.store.read_all(self.after, SUBSCRIPTION_PAGE).await {
+                Ok(events) if !events.is_empty() => {
+                    self.drained = events.len() < SUBSCRIPTION_PAGE;
+                    self.buffer.extend(events);
                 }
+                Ok(_) => self.wait_for_head().await,
                 Err(e) => {
                     tokio::time::sleep(POLL_FALLBACK).await;
                     return Some((Err(e), self));
                 }
             }
+        }
+    }
+
+    /// Until the head moves past what was seen (or `POLL_FALLBACK`, should a notification be
+    /// lost).
+    async fn wait_for_head(&mut self) {
+        if let Ok(Err(_)) = tokio::time::timeout(POLL_FALLBACK, self.head.changed()).await {
+            tokio::time::sleep(POLL_FALLBACK).await;
         }
     }
 }

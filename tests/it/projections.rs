@@ -225,3 +225,85 @@ async fn a_log_in_the_same_database_is_copied_in_sql() {
     assert_eq!(position, 7);
     assert_eq!(audit_rows(&db.pool).await, (1..=7).collect::<Vec<_>>());
 }
+
+/// The service desk keeps the tickets it last wrote in memory. A runner continuing a ticket
+/// that another runner moved meanwhile (a takeover, a rebuild) must read the row back: here
+/// two projector instances take turns, and the ticket row must still be the domain's own fold
+/// of the whole stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_moved_by_another_runner_is_read_back_not_remembered() {
+    use domain::{
+        Aggregate, Category, CustomerFacts, CustomerId, EventPayload, Impact, RaiseTicket,
+        Severity, TechnicianFacts, TechnicianId, Text, Ticket, TicketCommand, TicketId,
+        TicketNumber, Tier,
+    };
+    let db = test_db().await;
+    let runners = [
+        projections::projector("service_desk").unwrap(),
+        projections::projector("service_desk").unwrap(),
+    ];
+    let now = chrono::Utc::now();
+    let text = |s: &str| Text::parse("text", s, 100).unwrap();
+    let (id, customer, technician) = (
+        TicketId::from_uuid(Uuid::new_v4()),
+        CustomerId::from_uuid(Uuid::new_v4()),
+        TechnicianId::from_uuid(Uuid::new_v4()),
+    );
+    let commands = vec![
+        TicketCommand::Raise(RaiseTicket {
+            ticket_id: id,
+            number: TicketNumber::generate(now.date_naive(), 7),
+            customer_id: customer,
+            customer: Some(CustomerFacts {
+                id: customer,
+                tier: Tier::Paid,
+            }),
+            device_id: None,
+            device: None,
+            category: Category::Repair,
+            subject: text("Fan noise"),
+            description: text("Loud"),
+            severity: Severity::Major,
+            impact: Impact::parse("impact", 2).unwrap(),
+            policy: Default::default(),
+        }),
+        TicketCommand::AssignTechnician {
+            technician_id: technician,
+            technician: Some(TechnicianFacts {
+                id: technician,
+                active: true,
+            }),
+        },
+        TicketCommand::StartWork,
+        TicketCommand::Resolve {
+            resolution: text("Cleaned"),
+        },
+    ];
+    let stream = stream_store::StreamId::for_aggregate(Ticket::STREAM_PREFIX, id);
+    let mut ticket = Ticket::default();
+    for (turn, command) in commands.into_iter().enumerate() {
+        let events = ticket.decide(command, now).unwrap();
+        let new = events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: Uuid::new_v4(),
+                event_type: e.event_type().into(),
+                schema_version: e.schema_version(),
+                data: e.to_data(),
+            })
+            .collect();
+        db.store
+            .append(&stream, ExpectedVersion::Any, new, &meta())
+            .await
+            .unwrap();
+        ticket = events.iter().fold(ticket, |t, e| t.evolve(e));
+        let runner = &runners[turn % 2];
+        catch_up(&*db.store, &db.pool, &**runner).await.unwrap();
+    }
+    let row: Value = sqlx::query_scalar("SELECT state::jsonb FROM tickets WHERE ticket_id = $1")
+        .bind(id.as_uuid())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(row, serde_json::to_value(ticket.state().unwrap()).unwrap());
+}
