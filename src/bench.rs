@@ -746,6 +746,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     reset_peak(server.pid());
     let catch_up = http.caught_up(Duration::from_secs(3600)).await?;
     report["live_catch_up"] = json!({ "events": written, "seconds": catch_up, "events_per_s": written as f64 / catch_up, "serve_peak_rss_mib": rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0 });
+    // As pgbench does before its runs: the reads then measure a settled database, not a race
+    // with autovacuum over the million rows just written.
+    step("vacuum and analyze");
+    sqlx::raw_sql("VACUUM ANALYZE").execute(&pool).await?;
 
     if wants(Scenario::Reads) {
         step("GraphQL reads");

@@ -509,6 +509,8 @@ async fn dispatch(
                 None,
                 "raise a ticket for this customer",
             )?;
+            // An id drawn here names no stream yet, so there is nothing to read before deciding.
+            let drawn_id = b.ticket_id.is_none();
             let ticket_id = TicketId::from_uuid(b.ticket_id.unwrap_or_else(Uuid::new_v4));
             let customer_id = CustomerId::from_uuid(b.customer_id);
             let device_id = b.device_id.map(DeviceId::from_uuid);
@@ -532,7 +534,7 @@ async fn dispatch(
             };
             service
                 .raise_ticket(
-                    ticket_id,
+                    (ticket_id, drawn_id),
                     build,
                     customer_id,
                     device_id,

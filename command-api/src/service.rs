@@ -213,10 +213,12 @@ impl CommandService {
     // ---- tickets ---------------------------------------------------------------------
 
     /// Raises a ticket: looks up the customer (and device), claims a fresh ticket number,
-    /// links the ticket to its device, appends.
+    /// links the ticket to its device, appends. `drawn_id`: the id was drawn for this command,
+    /// so the ticket is decided as new without reading its stream (were it taken after all,
+    /// the append would conflict and the command be decided again on what is there).
     pub async fn raise_ticket(
         &self,
-        ticket_id: TicketId,
+        (ticket_id, drawn_id): (TicketId, bool),
         build: impl Fn(
             TicketNumber,
             Option<CustomerFacts>,
@@ -238,7 +240,12 @@ impl CommandService {
         // Decide once with a placeholder number so that a refused command claims none.
         let placeholder = TicketNumber::generate(meta.recorded_at.date_naive(), 0);
         let probe = TicketCommand::Raise(build(placeholder, customer, device, policy.clone()));
-        self.probe::<Ticket>(&stream, probe, meta).await?;
+        let known = drawn_id.then(|| (Ticket::default(), 0));
+        if let Some((new, _)) = &known {
+            new.decide(probe, meta.recorded_at)?;
+        } else {
+            self.probe::<Ticket>(&stream, probe, meta).await?;
+        }
 
         for attempt in 0..NUMBER_ATTEMPTS {
             // Drawn from the command id, so a retried command asks for the same number again.
@@ -265,7 +272,7 @@ impl CommandService {
             }
             let raise = build(number, customer, device, policy);
             return self
-                .execute::<Ticket>(&stream, expected, meta, || {
+                .execute_from::<Ticket>(&stream, expected, meta, known, || {
                     TicketCommand::Raise(raise.clone())
                 })
                 .await;
@@ -524,8 +531,24 @@ impl CommandService {
         meta: &CommandMetadata,
         command: impl Fn() -> A::Command,
     ) -> Result<AppendOutcome, ApiError> {
+        self.execute_from::<A>(stream, expected, meta, None, command)
+            .await
+    }
+
+    /// `execute`, deciding first against `known` (state and version) instead of loading.
+    async fn execute_from<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        expected: Option<i64>,
+        meta: &CommandMetadata,
+        mut known: Option<(A, i64)>,
+        command: impl Fn() -> A::Command,
+    ) -> Result<AppendOutcome, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
-            let (state, version) = self.load::<A>(stream).await?;
+            let (state, version) = match known.take() {
+                Some(known) => known,
+                None => self.load::<A>(stream).await?,
+            };
             if let Some(expected) = expected {
                 if expected != version {
                     return Err(ApiError::Conflict {
