@@ -84,14 +84,13 @@ impl State {
     /// Keeps `events` as the whole of `stream`, unless a change applied after position
     /// `since` (everything up to it is in `events`) is newer.
     fn install(&mut self, stream: &str, events: Vec<RecordedEvent>, since: i64) {
+        self.remove(stream);
         if self.seen.is_none()
             || events.len() > MAX_STREAM_EVENTS
             || self.changed_since(stream, State::version(&events), since)
         {
-            self.remove(stream);
             return;
         }
-        self.remove(stream);
         self.events += events.len();
         let entry = Entry {
             events: Arc::new(events),
@@ -156,9 +155,6 @@ impl StreamCache {
     /// Keeps a whole stream read from the database after `mark` answered `mark`.
     pub(crate) fn fill(&self, stream: &str, events: &[RecordedEvent], mark: Option<i64>) {
         let Some(mark) = mark else { return };
-        if events.len() > MAX_STREAM_EVENTS {
-            return;
-        }
         // The read saw every change up to `mark`; a later one it may have missed.
         self.lock().install(stream, events.to_vec(), mark);
     }
