@@ -628,9 +628,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     report["pgbench"] = pgbench(&url, options.seconds)?;
 
     let wants = |s: Scenario| options.only.is_empty() || options.only.contains(&s);
-    let store: Arc<dyn EventStore> = Arc::new(PgEventStore::new(pool.clone()));
+    // The bench's own store (and its listener, which queries the log after every append)
+    // exists only while the bench appends itself: during the HTTP scenarios the server is
+    // the only client of the log, as it would be in production.
+    let open_store = || -> Arc<dyn EventStore> { Arc::new(PgEventStore::new(pool.clone())) };
     if wants(Scenario::Appends) {
         step("store appends");
+        let store = open_store();
         let mut appends = Vec::new();
         for c in [1, 8, 32, 128] {
             appends.push(store_appends(store.clone(), c, options.seconds).await?);
@@ -706,6 +710,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     }
 
     step(&format!("generating {} events", options.events));
+    let store = open_store();
     let technicians: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     for t in &technicians {
         let e = domain::TechnicianEvent::TechnicianOnboarded {

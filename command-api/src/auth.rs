@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use stream_store::{read_full_stream, EventStore, StreamId};
 use uuid::Uuid;
 
+use crate::warm::WarmStates;
 use crate::ApiError;
 
 /// How long an access token lives.
@@ -67,6 +68,8 @@ pub struct TokenService {
     encoding: EncodingKey,
     decoding: DecodingKey,
     store: Arc<dyn EventStore>,
+    /// Accounts as last checked: a token check reads only what happened to one since.
+    users: WarmStates,
     failures: Mutex<HashMap<String, Failures>>,
 }
 
@@ -82,6 +85,7 @@ impl TokenService {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             store,
+            users: WarmStates::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -117,13 +121,16 @@ impl TokenService {
         let claims = decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|_| AuthError::Invalid)?
             .claims;
-        let user = load_user(&*self.store, UserId::from_uuid(claims.sub))
+        let stream = StreamId::for_aggregate(User::STREAM_PREFIX, UserId::from_uuid(claims.sub));
+        let (user, _) = self
+            .users
+            .load::<User>(&*self.store, &stream)
             .await
             .map_err(|e| match e {
                 ApiError::Unavailable(_) => AuthError::Unavailable,
                 _ => AuthError::Invalid,
-            })?
-            .ok_or(AuthError::Invalid)?;
+            })?;
+        let user = user.state().ok_or(AuthError::Invalid)?;
         if !user.active || user.ended_sessions.contains(&claims.sid) {
             return Err(AuthError::Ended);
         }
@@ -131,7 +138,7 @@ impl TokenService {
             return Err(AuthError::Ended);
         }
         Ok(Authenticated {
-            principal: principal_of(&user),
+            principal: principal_of(user),
             session_id: claims.sid,
             must_change_password: user.must_change_password,
         })

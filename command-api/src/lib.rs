@@ -7,6 +7,7 @@ mod handler;
 mod openapi;
 mod service;
 mod session;
+mod warm;
 
 pub use auth::{bootstrap_admin, generate_password, hash_password, Authenticated, TokenService};
 pub use error::ApiError;

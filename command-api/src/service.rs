@@ -22,6 +22,7 @@ use stream_store::{
 };
 use uuid::Uuid;
 
+use crate::warm::WarmStates;
 use crate::ApiError;
 
 /// How often a command is re-decided after losing a race for its stream. Generous: ten
@@ -33,6 +34,7 @@ const NUMBER_ATTEMPTS: usize = 8;
 pub struct CommandService {
     store: Arc<dyn EventStore>,
     policy: PriorityPolicy,
+    warm: WarmStates,
 }
 
 fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
@@ -51,7 +53,11 @@ fn derived(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
 
 impl CommandService {
     pub fn new(store: Arc<dyn EventStore>, policy: PriorityPolicy) -> Self {
-        Self { store, policy }
+        Self {
+            store,
+            policy,
+            warm: WarmStates::new(),
+        }
     }
 
     pub(crate) fn store(&self) -> &dyn EventStore {
@@ -491,7 +497,7 @@ impl CommandService {
 
     /// Registers an aggregate whose e-mail must be unique among its `kind`: refuse early what
     /// the domain refuses, claim the e-mail, then append.
-    async fn register_with_email<A: Aggregate>(
+    async fn register_with_email<A: Aggregate + Send + Sync + 'static>(
         &self,
         stream: &StreamId,
         command: A::Command,
@@ -511,7 +517,7 @@ impl CommandService {
 
     /// Decides `command` against the current state without appending: refuses early, before
     /// a secondary write, what the final append would refuse.
-    async fn probe<A: Aggregate>(
+    async fn probe<A: Aggregate + Send + Sync + 'static>(
         &self,
         stream: &StreamId,
         command: A::Command,
@@ -524,7 +530,7 @@ impl CommandService {
 
     /// Loads the aggregate, decides, appends; on a lost race re-loads and re-decides, unless
     /// the client pinned `expected`, in which case the conflict is the answer.
-    async fn execute<A: Aggregate>(
+    async fn execute<A: Aggregate + Send + Sync + 'static>(
         &self,
         stream: &StreamId,
         expected: Option<i64>,
@@ -536,7 +542,7 @@ impl CommandService {
     }
 
     /// `execute`, deciding first against `known` (state and version) instead of loading.
-    async fn execute_from<A: Aggregate>(
+    async fn execute_from<A: Aggregate + Send + Sync + 'static>(
         &self,
         stream: &StreamId,
         expected: Option<i64>,
@@ -557,7 +563,7 @@ impl CommandService {
                     });
                 }
             }
-            let events = match state.decide(command(), meta.recorded_at) {
+            let decided = match state.decide(command(), meta.recorded_at) {
                 Ok(events) => events,
                 // A secondary append retried after a crash finds its own write already there.
                 Err(rule) => match self.store.find_command(meta.command_id).await? {
@@ -565,14 +571,22 @@ impl CommandService {
                     _ => return Err(rule.into()),
                 },
             };
-            let events = encode(&events, meta.command_id);
+            let events = encode(&decided, meta.command_id);
             match self
                 .store
                 .append(stream, ExpectedVersion::Exact(version), events, meta)
                 .await
             {
                 Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
-                result => return result.map_err(ApiError::from),
+                Ok(outcome) => {
+                    // What was appended is what was decided (not an earlier delivery's events).
+                    if !outcome.duplicate && outcome.version == version + decided.len() as i64 {
+                        let next = decided.iter().fold(state, |s, e| s.evolve(e));
+                        self.warm.keep(stream, &next, outcome.version);
+                    }
+                    return Ok(outcome);
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Err(ApiError::Unavailable(StoreError::Unavailable(
@@ -580,18 +594,11 @@ impl CommandService {
         )))
     }
 
-    async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(A, i64), ApiError> {
-        let events = read_full_stream(&*self.store, stream).await?;
-        let version = events.last().map_or(0, |e| e.version);
-        let mut state = A::default();
-        for e in &events {
-            let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
-                .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
-            if let Some(event) = decoded {
-                state = state.evolve(&event);
-            }
-        }
-        Ok((state, version))
+    async fn load<A: Aggregate + Send + Sync + 'static>(
+        &self,
+        stream: &StreamId,
+    ) -> Result<(A, i64), ApiError> {
+        self.warm.load::<A>(&*self.store, stream).await
     }
 
     fn email_key(kind: &str, email: &Email) -> Result<StreamId, ApiError> {

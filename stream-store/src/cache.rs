@@ -36,7 +36,8 @@ pub(crate) struct StreamCache {
 /// served only while `current` (no newer change has been seen), and a stale one is kept so
 /// that an own append continuing it can make it whole again.
 struct Entry {
-    events: Arc<Vec<RecordedEvent>>,
+    /// Shared with the entries it grew into, so an append copies no event.
+    events: Vec<Arc<RecordedEvent>>,
     current: bool,
 }
 
@@ -60,7 +61,7 @@ struct State {
 }
 
 impl State {
-    fn version(events: &[RecordedEvent]) -> i64 {
+    fn version(events: &[Arc<RecordedEvent>]) -> i64 {
         events.last().map_or(0, |e| e.version)
     }
 
@@ -83,7 +84,7 @@ impl State {
 
     /// Keeps `events` as the whole of `stream`, unless a change applied after position
     /// `since` (everything up to it is in `events`) is newer.
-    fn install(&mut self, stream: &str, events: Vec<RecordedEvent>, since: i64) {
+    fn install(&mut self, stream: &str, events: Vec<Arc<RecordedEvent>>, since: i64) {
         self.remove(stream);
         if self.seen.is_none()
             || events.len() > MAX_STREAM_EVENTS
@@ -93,7 +94,7 @@ impl State {
         }
         self.events += events.len();
         let entry = Entry {
-            events: Arc::new(events),
+            events,
             current: true,
         };
         if let Some((_, evicted)) = self.streams.push(stream.to_owned(), entry) {
@@ -142,7 +143,7 @@ impl StreamCache {
                 .iter()
                 .filter(|e| e.version > after)
                 .take(limit)
-                .cloned()
+                .map(|e| RecordedEvent::clone(e))
                 .collect(),
         )
     }
@@ -156,7 +157,8 @@ impl StreamCache {
     pub(crate) fn fill(&self, stream: &str, events: &[RecordedEvent], mark: Option<i64>) {
         let Some(mark) = mark else { return };
         // The read saw every change up to `mark`; a later one it may have missed.
-        self.lock().install(stream, events.to_vec(), mark);
+        let events = events.iter().cloned().map(Arc::new).collect();
+        self.lock().install(stream, events, mark);
     }
 
     /// Records what this process appended: a cached prefix it continues (current or not)
@@ -173,16 +175,15 @@ impl StreamCache {
         let prefix = match state.streams.peek(stream) {
             Some(e) if e.current && State::version(&e.events) >= outcome.version => return,
             Some(e) if State::version(&e.events) == first.version - 1 => Some(e.events.clone()),
-            None if first.version == 1 => Some(Arc::new(Vec::new())),
+            None if first.version == 1 => Some(Vec::new()),
             _ => None,
         };
         let Some(prefix) = prefix else {
             state.remove(stream);
             return;
         };
-        let mut events = Vec::with_capacity(prefix.len() + outcome.events.len());
-        events.extend(prefix.iter().cloned());
-        events.extend(outcome.events.iter().cloned());
+        let mut events = prefix;
+        events.extend(outcome.events.iter().cloned().map(Arc::new));
         // Every change before the append's first position is older than its events.
         state.install(stream, events, first.position - 1);
     }

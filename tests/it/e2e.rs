@@ -152,6 +152,55 @@ async fn start() -> (LedgerProcess, Api) {
     (ledger, api)
 }
 
+/// Two servers on one database take turns on one ticket: each keeps the ticket's state warm
+/// from its own last command, so each must read what the other appended since before it
+/// decides (a server deciding on its kept state alone would lose every race for the stream and
+/// answer 503, or decide on a ticket that no longer is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_taking_turns_on_a_ticket_each_see_the_others_commands() {
+    let url = fresh_database().await;
+    let first = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let a = Api::admin(&first.base_url).await;
+    let second = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let b = Api::admin(&second.base_url).await;
+    let (customer, technician) = a.customer_and_technician().await;
+    let (ticket, _) = a.raise(&customer).await;
+    let turns = [
+        (
+            &a,
+            "AssignTechnician",
+            json!({ "ticketId": ticket, "technicianId": technician }),
+        ),
+        (&b, "StartWork", json!({ "ticketId": ticket })),
+        (
+            &a,
+            "ResolveTicket",
+            json!({ "ticketId": ticket, "resolution": "Replaced the port" }),
+        ),
+        (&b, "CloseTicket", json!({ "ticketId": ticket })),
+        (
+            &a,
+            "ReopenTicket",
+            json!({ "ticketId": ticket, "reason": "Fails again" }),
+        ),
+    ];
+    for (version, (api, name, body)) in (2..).zip(turns) {
+        let (status, answer) = api.command(name, body).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        assert_eq!(answer["version"], version, "{name}: {answer}");
+    }
+    // What the second server's own last state (closed) would allow, the ticket as it is now
+    // (reopened by the first) refuses.
+    let (status, answer) = b
+        .command(
+            "ReopenTicket",
+            json!({ "ticketId": ticket, "reason": "Again" }),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    drop((first, second));
+}
+
 const TICKET_QUERY: &str = "query($n: String!) { ticketByNumber(number: $n) {
     id number status subject customer { name } assignee { name } priority { score level }
     raisedAt assignedAt startedAt resolvedAt closedAt
