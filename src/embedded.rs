@@ -133,6 +133,10 @@ impl EmbeddedPostgres {
             .arg(port.to_string())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "unix_socket_directories="]);
+        if !settings.iter().any(|(name, _)| *name == "shared_buffers") {
+            cmd.arg("-c")
+                .arg(format!("shared_buffers={}MB", shared_buffers_mib()));
+        }
         for (name, value) in settings {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }
@@ -507,4 +511,17 @@ fn free_port() -> Result<u16, EmbeddedError> {
         .local_addr()
         .map_err(io_err("finding a free port"))?
         .port())
+}
+
+/// PostgreSQL's own advice for a dedicated server: a quarter of the memory for its buffer
+/// cache, here between its default (128 MiB, sized for machines of decades ago) and 2 GiB. The
+/// read models (about a kilobyte per ticket row) then stay in PostgreSQL's buffers instead of
+/// being copied in from the kernel's page cache on every read.
+fn shared_buffers_mib() -> u64 {
+    let total_kib = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total_kib.map_or(128, |kib| (kib / 1024 / 4).clamp(128, 2048))
 }
