@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use stream_store::{read_full_stream, EventStore, StreamId};
 use uuid::Uuid;
 
-use crate::warm::WarmStates;
+use crate::warm::{fold_after, WarmStates};
 use crate::ApiError;
 
 /// How long an access token lives.
@@ -212,16 +212,8 @@ pub fn principal_of(user: &UserState) -> Principal {
 
 /// The user account, if registered.
 pub async fn load_user(store: &dyn EventStore, id: UserId) -> Result<Option<UserState>, ApiError> {
-    let events = read_full_stream(store, &StreamId::for_aggregate(User::STREAM_PREFIX, id)).await?;
-    let mut user = User::default();
-    for e in &events {
-        if let Some(event) =
-            domain::UserEvent::from_stored(&e.event_type, e.schema_version, &e.data)
-                .map_err(|err| ApiError::Internal(err.to_string()))?
-        {
-            user = user.evolve(&event);
-        }
-    }
+    let stream = StreamId::for_aggregate(User::STREAM_PREFIX, id);
+    let (user, _) = fold_after(store, &stream, User::default(), 0).await?;
     Ok(user.state().cloned())
 }
 

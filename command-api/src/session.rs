@@ -127,23 +127,8 @@ async fn record(
 }
 
 async fn load_state(tokens: &TokenService, id: domain::UserId) -> Result<User, ApiError> {
-    let events = stream_store::read_full_stream(
-        tokens.store(),
-        &StreamId::for_aggregate(User::STREAM_PREFIX, id),
-    )
-    .await?;
-    let mut user = User::default();
-    for e in &events {
-        if let Some(ev) = <domain::UserEvent as domain::EventPayload>::from_stored(
-            &e.event_type,
-            e.schema_version,
-            &e.data,
-        )
-        .map_err(|err| ApiError::Internal(err.to_string()))?
-        {
-            user = user.evolve(&ev);
-        }
-    }
+    let stream = StreamId::for_aggregate(User::STREAM_PREFIX, id);
+    let (user, _) = crate::warm::fold_after(tokens.store(), &stream, User::default(), 0).await?;
     Ok(user)
 }
 

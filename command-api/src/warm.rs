@@ -61,23 +61,8 @@ impl WarmStates {
                     .downcast_ref::<A>()
                     .map(|state| (state.clone(), *version))
             });
-        let (mut state, mut version) = kept.unwrap_or_default();
-        let from = version;
-        loop {
-            let page = store.read_stream(stream, version, PAGE).await?;
-            let done = page.len() < PAGE;
-            for e in &page {
-                let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
-                    .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
-                if let Some(event) = decoded {
-                    state = state.evolve(&event);
-                }
-                version = e.version;
-            }
-            if done {
-                break;
-            }
-        }
+        let (kept, from) = kept.unwrap_or_default();
+        let (state, version) = fold_after(store, stream, kept, from).await?;
         if version != from {
             self.keep(stream, &state, version);
         }
@@ -101,5 +86,30 @@ impl WarmStates {
             stream.as_str().to_owned(),
             (version, Box::new(state.clone())),
         );
+    }
+}
+
+/// `state`, the fold of the first `version` events of `stream`, continued with every event
+/// after them.
+pub(crate) async fn fold_after<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    mut state: A,
+    mut version: i64,
+) -> Result<(A, i64), ApiError> {
+    loop {
+        let page = store.read_stream(stream, version, PAGE).await?;
+        let done = page.len() < PAGE;
+        for e in &page {
+            let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
+                .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
+            if let Some(event) = decoded {
+                state = state.evolve(&event);
+            }
+            version = e.version;
+        }
+        if done {
+            return Ok((state, version));
+        }
     }
 }
