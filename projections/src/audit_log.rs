@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 use sqlx::PgConnection;
-use stream_store::RecordedEvent;
+use stream_store::{EventStore, RecordedEvent};
 
 use crate::{ProjectionError, Projector};
 
@@ -21,6 +21,7 @@ impl Projector for AuditLog {
         &self,
         tx: &mut PgConnection,
         events: &[RecordedEvent],
+        _log: &dyn EventStore,
     ) -> Result<(), ProjectionError> {
         let mut rows = Rows::default();
         for e in events {

@@ -53,10 +53,13 @@ pub trait Projector: Send + Sync + 'static {
     /// Must ignore events it does not use, name its tables unqualified (a rebuild points
     /// `search_path` elsewhere) and read the time only from events, so that a rebuild produces
     /// the very same rows. The result must not depend on where the log is cut into batches.
+    /// `log` is the store the events come from: a projector may read the earlier events of a
+    /// stream from it (they never change) instead of keeping what it needs in its rows.
     async fn apply(
         &self,
         tx: &mut PgConnection,
         events: &[RecordedEvent],
+        log: &dyn EventStore,
     ) -> Result<(), ProjectionError>;
 
     /// Applies the events at positions `after < p <= up_to` reading them straight from the
@@ -91,22 +94,37 @@ async fn log_is_local(store: &dyn EventStore, pool: &PgPool) -> Result<bool, Pro
     Ok(here.is_some() && identity(log).await? == here)
 }
 
-/// Applies `events`, the ones right after `after`, in SQL from the log's table when `local` and
+/// Applies `events`, the ones right after `after`, in SQL from the log's table when it is local and
 /// the projector can, else through the projector's Rust code.
 async fn apply_events(
     tx: &mut PgConnection,
     projector: &dyn Projector,
-    local: bool,
+    log: Log<'_>,
     after: i64,
     events: &[RecordedEvent],
 ) -> Result<(), ProjectionError> {
     let Some(last) = events.last() else {
         return Ok(());
     };
-    if local && projector.apply_from_log(tx, after, last.position).await? {
+    if log.local && projector.apply_from_log(tx, after, last.position).await? {
         return Ok(());
     }
-    projector.apply(tx, events).await
+    projector.apply(tx, events, log.store).await
+}
+
+/// The store a projection follows, and whether it is the `events` table of the read models'
+/// own database.
+#[derive(Clone, Copy)]
+struct Log<'a> {
+    store: &'a dyn EventStore,
+    local: bool,
+}
+
+impl<'a> Log<'a> {
+    async fn of(store: &'a dyn EventStore, pool: &PgPool) -> Result<Self, ProjectionError> {
+        let local = log_is_local(store, pool).await?;
+        Ok(Self { store, local })
+    }
 }
 
 /// Every read model of the ledger.
@@ -170,7 +188,7 @@ enum BatchOutcome {
 async fn apply_batch(
     conn: &mut PgConnection,
     projector: &dyn Projector,
-    local: bool,
+    log: Log<'_>,
     from: i64,
     events: &[RecordedEvent],
 ) -> Result<BatchOutcome, ProjectionError> {
@@ -187,7 +205,7 @@ async fn apply_batch(
     if current != from {
         return Ok(BatchOutcome::Moved(current));
     }
-    apply_events(&mut tx, projector, local, from, events).await?;
+    apply_events(&mut tx, projector, log, from, events).await?;
     move_checkpoint(&mut tx, projector.name(), last.position).await?;
     tx.commit().await?;
     Ok(BatchOutcome::Applied(last.position))
@@ -223,7 +241,7 @@ pub async fn catch_up(
     projector: &dyn Projector,
 ) -> Result<usize, ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
-    let local = log_is_local(store, pool).await?;
+    let log = Log::of(store, pool).await?;
     let mut conn = pool.acquire().await?;
     let mut applied = 0;
     loop {
@@ -231,7 +249,7 @@ pub async fn catch_up(
         if events.is_empty() {
             return Ok(applied);
         }
-        match apply_batch(&mut conn, projector, local, position, &events).await? {
+        match apply_batch(&mut conn, projector, log, position, &events).await? {
             BatchOutcome::Applied(p) => {
                 applied += events.len();
                 position = p;
@@ -363,7 +381,7 @@ async fn follow(
     shutdown: &CancellationToken,
 ) -> Result<(), ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
-    let local = log_is_local(store, pool).await?;
+    let log = Log::of(store, pool).await?;
     let mut feed = store.subscribe_all(position).ready_chunks(BATCH);
     loop {
         let chunk = tokio::select! {
@@ -376,7 +394,7 @@ async fn follow(
         };
         let Some(chunk) = chunk else { return Ok(()) };
         let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-        match apply_batch(lease, projector, local, position, &events).await? {
+        match apply_batch(lease, projector, log, position, &events).await? {
             BatchOutcome::Applied(p) => position = p,
             BatchOutcome::Moved(p) => {
                 // A rebuild (or another runner) moved it: re-subscribe from there.
@@ -421,12 +439,12 @@ pub async fn rebuild(
     let shadow = format!("rebuild_{name}");
     let deferred = create_shadow(pool, &shadow, projector.tables()).await?;
     load_checkpoint(pool, name).await?;
-    let local = log_is_local(store, pool).await?;
+    let log = Log::of(store, pool).await?;
 
     let head = store.head().await?;
     let mut position = 0;
     // A projector that reads the log in SQL needs no event shipped through this process.
-    while local && position < head {
+    while log.local && position < head {
         let up_to = head.min(position + REBUILD_SQL_BATCH);
         let mut tx = pool.begin().await?;
         sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
@@ -448,7 +466,7 @@ pub async fn rebuild(
         // The next batch is read while this one is applied: the log's reads and the writes
         // of the read model then overlap instead of taking turns.
         let (applied, next) = tokio::join!(
-            apply_to_shadow(pool, projector, (&shadow, local), position, &events),
+            apply_to_shadow(pool, projector, (&shadow, log), position, &events),
             store.read_all(last, REBUILD_BATCH)
         );
         applied?;
@@ -478,13 +496,13 @@ pub async fn rebuild(
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
-        apply_to_shadow(pool, projector, (&shadow, local), position, &events).await?;
+        apply_to_shadow(pool, projector, (&shadow, log), position, &events).await?;
         position = last;
     }
 
     let mut attempt = 1;
     let position = loop {
-        match swap(store, pool, projector, (&shadow, local), position).await {
+        match swap(store, pool, projector, (&shadow, log), position).await {
             Err(ProjectionError::Database(e)) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(SWAP_PAUSE).await;
@@ -571,12 +589,12 @@ async fn create_shadow(
 async fn apply_to_shadow(
     pool: &PgPool,
     projector: &dyn Projector,
-    (shadow, local): (&str, bool),
+    (shadow, log): (&str, Log<'_>),
     after: i64,
     events: &[RecordedEvent],
 ) -> Result<(), ProjectionError> {
     let mut tx = begin_in(pool, shadow).await?;
-    apply_events(&mut tx, projector, local, after, events).await?;
+    apply_events(&mut tx, projector, log, after, events).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -599,7 +617,7 @@ async fn swap(
     store: &dyn EventStore,
     pool: &PgPool,
     projector: &dyn Projector,
-    (shadow, local): (&str, bool),
+    (shadow, log): (&str, Log<'_>),
     mut position: i64,
 ) -> Result<i64, ProjectionError> {
     let name = projector.name();
@@ -621,7 +639,7 @@ async fn swap(
         let events = store.read_all(position, REBUILD_BATCH).await?;
         let Some(last) = events.last() else { break };
         let last = last.position;
-        apply_events(&mut tx, projector, local, position, &events).await?;
+        apply_events(&mut tx, projector, log, position, &events).await?;
         position = last;
     }
     sqlx::query("SET LOCAL search_path TO public")

@@ -11,10 +11,11 @@ use domain::{
     Aggregate, CustomerEvent, DeviceEvent, EventPayload, Money, PartEvent, TechnicianEvent, Ticket,
     TicketEvent, TicketState,
 };
+use futures::{StreamExt, TryStreamExt};
 use lru::LruCache;
 use serde_json::Value;
 use sqlx::PgConnection;
-use stream_store::RecordedEvent;
+use stream_store::{EventStore, RecordedEvent, StreamId};
 use uuid::Uuid;
 
 use crate::{ProjectionError, Projector};
@@ -101,6 +102,7 @@ impl Projector for ServiceDesk {
         &self,
         tx: &mut PgConnection,
         events: &[RecordedEvent],
+        log: &dyn EventStore,
     ) -> Result<(), ProjectionError> {
         // Ticket rows are written once per batch (they are most of the log); the other
         // tables, which no ticket write reads, are written event by event as they come.
@@ -124,7 +126,7 @@ impl Projector for ServiceDesk {
                 }
             }
         }
-        tickets.write(tx, &self.recent).await
+        tickets.write(tx, log, &self.recent).await
     }
 }
 
@@ -463,10 +465,13 @@ async fn touch_device(
     Ok(())
 }
 
-/// The ticket events of one batch. Writing a batch takes five statements however many
-/// events it holds: load the states of the tickets it continues, evolve them in memory with the
-/// domain's own code (so bill, coverage and balance are exactly the domain's), then insert the
-/// notes, parts and payments and upsert every touched ticket, each with one `UNNEST`.
+/// The ticket events of one batch. Writing a batch takes four statements however many
+/// events it holds: evolve the touched tickets in memory with the domain's own code (so bill,
+/// coverage and balance are exactly the domain's), then insert the notes, parts and payments
+/// and upsert every touched ticket, each with one `UNNEST`. A ticket the batch continues starts
+/// from memory when the projector last left it right before; otherwise from the fold of its
+/// stream's earlier events, read from the log (a few events, one index range): the row keeps
+/// no copy of the state, which would be most of its width.
 #[derive(Default)]
 struct TicketBatch<'a> {
     events: Vec<(&'a RecordedEvent, Uuid, TicketEvent)>,
@@ -481,6 +486,96 @@ struct Evolving {
     last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
 }
 
+impl Evolving {
+    fn from_memory(known: &Evolved) -> Self {
+        Self {
+            ticket: known.ticket.clone(),
+            settled_at: known.settled_at,
+            raised_position: known.raised_position,
+            last: None,
+        }
+    }
+}
+
+/// Applies one event of a ticket's stream to what the projector knows of the ticket (nothing
+/// before its raise); returns whether the event changed the ticket's row. The one rule for
+/// every event, whether it is in a batch or folded from the stream.
+fn evolve_row(slot: &mut Option<Evolving>, e: &RecordedEvent, event: &TicketEvent) -> bool {
+    if matches!(event, TicketEvent::TicketRaised { .. }) {
+        // A raise starts from nothing (as the domain's own fold does).
+        let last = slot.as_ref().and_then(|t| t.last);
+        *slot = Some(Evolving {
+            ticket: Ticket::default(),
+            settled_at: None,
+            raised_position: e.position,
+            last,
+        });
+    }
+    // An event for a ticket that was never raised changes nothing.
+    let Some(entry) = slot.as_mut() else {
+        return false;
+    };
+    let owed_before = entry
+        .ticket
+        .state()
+        .is_some_and(|b| b.balance() > Money::ZERO);
+    let ticket = std::mem::take(&mut entry.ticket).evolve(event);
+    let Some(s) = ticket.state() else {
+        entry.ticket = ticket;
+        return false;
+    };
+    entry.settled_at = if s.balance() > Money::ZERO {
+        None
+    } else if owed_before {
+        Some(e.recorded_at)
+    } else {
+        entry.settled_at
+    };
+    entry.last = Some((e.version, e.recorded_at));
+    entry.ticket = ticket;
+    true
+}
+
+/// Streams read at once when a batch continues tickets the projector does not remember.
+const STREAM_READS_AT_ONCE: usize = 8;
+
+/// The ticket `id` as its stream's first `before` events leave it (none when they hold no raise).
+/// `position` is the batch's event that continues it, for the error of a stream cut short.
+async fn fold_stream(
+    log: &dyn EventStore,
+    id: Uuid,
+    (before, position): (i64, i64),
+) -> Result<Option<Evolving>, ProjectionError> {
+    const PAGE: usize = 1_000;
+    let stream = StreamId::for_aggregate(Ticket::STREAM_PREFIX, id);
+    let mut slot = None;
+    let mut version = 0;
+    while version < before {
+        let want = usize::try_from(before - version).map_or(PAGE, |n| n.min(PAGE));
+        let page = log.read_stream(&stream, version, want).await?;
+        let Some(last) = page.last() else { break };
+        version = last.version;
+        for e in &page {
+            if let Some(event) = decode::<TicketEvent>(e)? {
+                evolve_row(&mut slot, e, &event);
+            }
+        }
+    }
+    if version != before {
+        return Err(ProjectionError::Corrupt {
+            position,
+            reason: format!(
+                "stream {} ends at version {version}, not {before}",
+                stream.as_str()
+            ),
+        });
+    }
+    if let Some(entry) = slot.as_mut() {
+        entry.last = None;
+    }
+    Ok(slot)
+}
+
 impl<'a> TicketBatch<'a> {
     fn push(&mut self, e: &'a RecordedEvent, id: Uuid, event: TicketEvent) {
         self.events.push((e, id, event));
@@ -489,14 +584,15 @@ impl<'a> TicketBatch<'a> {
     async fn write(
         self,
         tx: &mut PgConnection,
+        log: &dyn EventStore,
         recent: &Mutex<LruCache<Uuid, Evolved>>,
     ) -> Result<(), ProjectionError> {
         if self.events.is_empty() {
             return Ok(());
         }
         let mut tickets: HashMap<Uuid, Evolving> = HashMap::new();
-        // Tickets whose first event here is not their raise already have a row: taken from
-        // memory when it holds the version right before, else read back.
+        // Tickets whose first event here is not their raise: taken from memory when it holds
+        // the version right before, else folded from their streams.
         let mut continued = Vec::new();
         {
             let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -507,90 +603,39 @@ impl<'a> TicketBatch<'a> {
                 }
                 match recent.get(id) {
                     Some(known) if known.version == e.version - 1 => {
-                        tickets.insert(
-                            *id,
-                            Evolving {
-                                ticket: known.ticket.clone(),
-                                settled_at: known.settled_at,
-                                raised_position: known.raised_position,
-                                last: None,
-                            },
-                        );
+                        tickets.insert(*id, Evolving::from_memory(known));
                     }
-                    _ => continued.push(*id),
+                    _ => continued.push((*id, (e.version - 1, e.position))),
                 }
             }
         }
-        let mut order: Vec<Uuid> = Vec::with_capacity(self.events.len());
-        if !continued.is_empty() {
-            let rows = sqlx::query!(
-                "SELECT ticket_id, state, settled_at, raised_position FROM tickets
-                 WHERE ticket_id = ANY($1)",
-                &continued
-            )
-            .fetch_all(&mut *tx)
+        let folded: Vec<(Uuid, Option<Evolving>)> = futures::stream::iter(continued)
+            .map(|(id, at)| async move {
+                Ok::<_, ProjectionError>((id, fold_stream(log, id, at).await?))
+            })
+            .buffer_unordered(STREAM_READS_AT_ONCE)
+            .try_collect()
             .await?;
-            for row in rows {
-                let state: TicketState = serde_json::from_value(row.state).map_err(|source| {
-                    ProjectionError::Corrupt {
-                        position: self.events[0].0.position,
-                        reason: format!("ticket {}: {source}", row.ticket_id),
-                    }
-                })?;
-                tickets.insert(
-                    row.ticket_id,
-                    Evolving {
-                        ticket: Ticket::from_state(state),
-                        settled_at: row.settled_at,
-                        raised_position: row.raised_position,
-                        last: None,
-                    },
-                );
-            }
-        }
+        tickets.extend(
+            folded
+                .into_iter()
+                .filter_map(|(id, entry)| entry.map(|entry| (id, entry))),
+        );
 
+        let mut order: Vec<Uuid> = Vec::with_capacity(self.events.len());
         let mut children = Children::default();
         for (e, id, event) in &self.events {
-            let raise = matches!(event, TicketEvent::TicketRaised { .. });
-            if raise {
-                // A raise starts from nothing (as the domain's own fold does).
-                let last = tickets.get(id).and_then(|t| t.last);
-                tickets.insert(
-                    *id,
-                    Evolving {
-                        ticket: Ticket::default(),
-                        settled_at: None,
-                        raised_position: e.position,
-                        last,
-                    },
-                );
+            let mut slot = tickets.remove(id);
+            let first = slot.as_ref().is_none_or(|t| t.last.is_none());
+            if evolve_row(&mut slot, e, event) {
+                if first {
+                    order.push(*id);
+                }
+                children.push(e, *id, event);
             }
-            // An event for a ticket that was never raised changes nothing.
-            let Some(entry) = tickets.get_mut(id) else {
-                continue;
-            };
-            let owed_before = entry
-                .ticket
-                .state()
-                .is_some_and(|b| b.balance() > Money::ZERO);
-            let ticket = std::mem::take(&mut entry.ticket).evolve(event);
-            let Some(s) = ticket.state() else {
-                entry.ticket = ticket;
-                continue;
-            };
-            entry.settled_at = if s.balance() > Money::ZERO {
-                None
-            } else if owed_before {
-                Some(e.recorded_at)
-            } else {
-                entry.settled_at
-            };
-            if entry.last.is_none() {
-                order.push(*id);
+            if let Some(entry) = slot {
+                tickets.insert(*id, entry);
             }
-            entry.last = Some((e.version, e.recorded_at));
-            children.push(e, *id, event);
-            entry.ticket = ticket;
         }
 
         children.insert(tx).await?;
@@ -598,7 +643,7 @@ impl<'a> TicketBatch<'a> {
         for id in &order {
             if let Some(entry) = tickets.get(id) {
                 if let (Some(s), Some((version, at))) = (entry.ticket.state(), entry.last) {
-                    rows.push(s, entry, version, at)?;
+                    rows.push(s, entry, version, at);
                 }
             }
         }
@@ -793,22 +838,10 @@ struct TicketRows {
     settled_at: Vec<Option<Time>>,
     updated_at: Vec<Time>,
     version: Vec<i64>,
-    /// The domain's state as JSON text, stored as it is (the column is `json`).
-    state: Vec<String>,
 }
 
 impl TicketRows {
-    fn push(
-        &mut self,
-        s: &TicketState,
-        entry: &Evolving,
-        version: i64,
-        updated_at: Time,
-    ) -> Result<(), ProjectionError> {
-        let state = serde_json::to_string(s).map_err(|source| ProjectionError::Corrupt {
-            position: entry.raised_position,
-            reason: source.to_string(),
-        })?;
+    fn push(&mut self, s: &TicketState, entry: &Evolving, version: i64, updated_at: Time) {
         let claim = s.warranty_claim.as_ref();
         self.ticket_id.push(s.id.as_uuid());
         self.number.push(s.number.as_str().to_owned());
@@ -874,8 +907,6 @@ impl TicketRows {
         self.settled_at.push(entry.settled_at);
         self.updated_at.push(updated_at);
         self.version.push(version);
-        self.state.push(state);
-        Ok(())
     }
 
     async fn upsert(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
@@ -890,7 +921,7 @@ impl TicketRows {
                  parts_cost, paid, bill, covered, balance, claim_decision, claim_reason, rating,
                  feedback_comment, resolution, raised_at, assigned_at, started_at, completed_at,
                  resolved_at, closed_at, cancelled_at, reopened_at, settled_at, updated_at,
-                 version, state)
+                 version)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::smallint[], $10::uuid[], $11::text[],
                  $12::uuid[], $13::uuid[], $14::int[], $15::text[], $16::int[], $17::bigint[],
@@ -899,7 +930,7 @@ impl TicketRows {
                  $28::text[], $29::text[], $30::smallint[], $31::text[], $32::text[],
                  $33::timestamptz[], $34::timestamptz[], $35::timestamptz[], $36::timestamptz[],
                  $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::timestamptz[],
-                 $41::timestamptz[], $42::timestamptz[], $43::bigint[], $44::text[]::json[])
+                 $41::timestamptz[], $42::timestamptz[], $43::bigint[])
              ON CONFLICT (ticket_id) DO UPDATE SET
                  status = EXCLUDED.status, assignee_id = EXCLUDED.assignee_id,
                  notes = EXCLUDED.notes, quote_amount = EXCLUDED.quote_amount,
@@ -916,7 +947,7 @@ impl TicketRows {
                  resolved_at = EXCLUDED.resolved_at, closed_at = EXCLUDED.closed_at,
                  cancelled_at = EXCLUDED.cancelled_at, reopened_at = EXCLUDED.reopened_at,
                  settled_at = EXCLUDED.settled_at, updated_at = EXCLUDED.updated_at,
-                 version = EXCLUDED.version, state = EXCLUDED.state",
+                 version = EXCLUDED.version",
             &self.ticket_id,
             &self.number,
             &self.raised_position,
@@ -959,8 +990,7 @@ impl TicketRows {
             &self.reopened_at as &[Option<Time>],
             &self.settled_at as &[Option<Time>],
             &self.updated_at,
-            &self.version,
-            &self.state
+            &self.version
         )
         .execute(tx)
         .await?;
