@@ -7,6 +7,7 @@ mod cache;
 mod error;
 mod esdb;
 mod postgres;
+mod tail;
 mod types;
 
 pub use error::StoreError;

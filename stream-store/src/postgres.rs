@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::cache::{StreamCache, MAX_STREAM_EVENTS};
+use crate::tail::Tail;
 use crate::{
     Actor, AppendOutcome, CommandMetadata, EventStore, EventStream, ExpectedVersion, NewEvent,
     RecordedEvent, StoreError, StreamId,
@@ -45,6 +46,7 @@ pub struct PgEventStore {
 struct Inner {
     pool: PgPool,
     cache: Arc<StreamCache>,
+    tail: Arc<Tail>,
     writer: mpsc::Sender<AppendJob>,
     head: watch::Receiver<i64>,
     listener: JoinHandle<()>,
@@ -71,13 +73,25 @@ impl PgEventStore {
         let (head_tx, head_rx) = watch::channel(0);
         let (writer_tx, writer_rx) = mpsc::channel(4 * MAX_BATCH);
         let head_tx = Arc::new(head_tx);
-        tokio::spawn(run_writer(pool.clone(), writer_rx, head_tx.clone()));
+        let tail = Arc::new(Tail::default());
+        tokio::spawn(run_writer(
+            pool.clone(),
+            writer_rx,
+            head_tx.clone(),
+            tail.clone(),
+        ));
         let cache = Arc::new(StreamCache::new());
-        let listener = tokio::spawn(run_listener(pool.clone(), head_tx, cache.clone()));
+        let listener = tokio::spawn(run_listener(
+            pool.clone(),
+            head_tx,
+            cache.clone(),
+            tail.clone(),
+        ));
         Self {
             inner: Arc::new(Inner {
                 pool,
                 cache,
+                tail,
                 writer: writer_tx,
                 head: head_rx,
                 listener,
@@ -159,6 +173,10 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let head = *self.inner.head.borrow();
+        if let Some(events) = self.inner.tail.read_all(after, limit, head) {
+            return Ok(events);
+        }
         let rows = sqlx::query_as!(
             EventRow,
             "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
@@ -329,10 +347,29 @@ impl WriterSession {
     }
 }
 
+/// Hands the events of committed appends to the tail, then announces the new head: a
+/// subscriber woken by the head finds them there.
+fn publish<'a>(
+    tail: &Tail,
+    head: &watch::Sender<i64>,
+    results: impl IntoIterator<Item = &'a Result<AppendOutcome, StoreError>>,
+    last: i64,
+) {
+    let committed = results
+        .into_iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|o| !o.duplicate)
+        .flat_map(|o| o.events.iter().cloned().map(Arc::new))
+        .collect();
+    tail.committed(committed);
+    head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+}
+
 async fn run_writer(
     pool: PgPool,
     mut jobs: mpsc::Receiver<AppendJob>,
     head: Arc<watch::Sender<i64>>,
+    tail: Arc<Tail>,
 ) {
     let mut session = WriterSession { pool, conn: None };
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -346,7 +383,7 @@ async fn run_writer(
         );
         match outcome {
             Ok((results, last)) => {
-                head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+                publish(&tail, &head, &results, last);
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -355,21 +392,27 @@ async fn run_writer(
             // the others are not failed for it.
             Err(e) if batch.len() > 1 => {
                 tracing::warn!(error = %e, jobs = batch.len(), "append batch failed; retrying one by one");
+                tail.clear();
                 for job in batch.drain(..) {
                     let result = session.append(std::slice::from_ref(&job)).await;
                     let result = match result {
                         Ok((mut results, last)) => {
-                            head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+                            publish(&tail, &head, &results, last);
                             results
                                 .pop()
                                 .unwrap_or_else(|| Err(StoreError::Invalid("no result".into())))
                         }
-                        Err(e) => Err(classify(e)),
+                        Err(e) => {
+                            tail.clear();
+                            Err(classify(e))
+                        }
                     };
                     let _ = job.reply.send(result);
                 }
             }
             Err(e) => {
+                // The batch may have committed all the same: its events are not known here.
+                tail.clear();
                 let e = classify(e);
                 for job in batch.drain(..) {
                     let _ = job
@@ -571,10 +614,15 @@ struct EventColumns<'a> {
 /// Follows NOTIFY on the events channel: publishes the newest head position and tells the
 /// stream cache which streams changed. When the connection drops, notifications may have been
 /// lost: the cache is emptied and subscribers are woken to re-read.
-async fn run_listener(pool: PgPool, head: Arc<watch::Sender<i64>>, cache: Arc<StreamCache>) {
+async fn run_listener(
+    pool: PgPool,
+    head: Arc<watch::Sender<i64>>,
+    cache: Arc<StreamCache>,
+    tail: Arc<Tail>,
+) {
     while !pool.is_closed() {
         cache.reset(None);
-        if let Err(e) = follow_log(&pool, &head, &cache).await {
+        if let Err(e) = follow_log(&pool, &head, &cache, &tail).await {
             if pool.is_closed() {
                 return;
             }
@@ -590,6 +638,7 @@ async fn follow_log(
     pool: &PgPool,
     head: &watch::Sender<i64>,
     cache: &StreamCache,
+    tail: &Tail,
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
@@ -604,6 +653,12 @@ async fn follow_log(
             continue;
         };
         if let Some(from) = cache.mark().filter(|from| *from < p) {
+            // This process's own batches are known without asking.
+            if let Some(changes) = tail.changes(from, p) {
+                cache.changed(&changes, p);
+                head.send_if_modified(|h| std::mem::replace(h, (*h).max(p)) < p);
+                continue;
+            }
             let changes = sqlx::query!(
                 r#"SELECT stream_id, MAX(version) AS "version!" FROM events
                    WHERE position > $1 AND position <= $2 GROUP BY stream_id"#,

@@ -474,3 +474,51 @@ async fn postgres_stream_caches_follow_other_writers() {
     })
     .await;
 }
+
+/// A store answers reads of the log's newest events from what its own writer just committed
+/// (src/tail.rs), but never across another process's append: here the log is a, b, a, and a
+/// reader of the first store, however it starts, sees b's event between its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_of_own_appends_never_skip_another_writers() {
+    let db = crate::harness::test_db().await;
+    let other_pool = ledger::connect_and_migrate(&db.url).await.unwrap();
+    let other = stream_store::PgEventStore::new(other_pool);
+    let (a, b): (&dyn EventStore, &dyn EventStore) = (&*db.store, &other);
+    let mine = stream("mine");
+    let theirs = stream("theirs");
+    a.append(&mine, ExpectedVersion::Any, events(2), &meta())
+        .await
+        .unwrap();
+    b.append(&theirs, ExpectedVersion::Any, events(1), &meta())
+        .await
+        .unwrap();
+    a.append(&mine, ExpectedVersion::Any, events(2), &meta())
+        .await
+        .unwrap();
+    let streams = |events: Vec<stream_store::RecordedEvent>| {
+        events
+            .iter()
+            .map(|e| (e.position, e.stream_id.as_str().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let log: Vec<(i64, String)> = [(1, &mine), (2, &mine), (3, &theirs), (4, &mine), (5, &mine)]
+        .into_iter()
+        .map(|(p, s)| (p, s.as_str().to_owned()))
+        .collect();
+    for after in 0..5 {
+        assert_eq!(
+            streams(a.read_all(after, 100).await.unwrap()),
+            log[after as usize..],
+            "read after {after}"
+        );
+    }
+    let mut feed = a.subscribe_all(2);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("an event in time");
+        seen.push(next.unwrap().unwrap());
+    }
+    assert_eq!(streams(seen), log[2..]);
+}
