@@ -784,7 +784,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         let head = store.head().await?;
         for p in projections::all_projectors() {
             let started = Instant::now();
-            projections::rebuild(&*store, &pool, &*p, &|_, _| {}).await?;
+            projections::rebuild(&store, &pool, &*p, &|_, _| {}).await?;
             let seconds = started.elapsed().as_secs_f64();
             rebuilds.push(json!({ "projection": p.name(), "events": head, "seconds": seconds, "events_per_s": head as f64 / seconds }));
         }

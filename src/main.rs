@@ -319,7 +319,7 @@ async fn rebuild(
             bar.set_length(u64::try_from(head).unwrap_or(0));
             bar.set_position(u64::try_from(done).unwrap_or(0));
         };
-        let position = projections::rebuild(&*db.store, &db.pool, &*p, &progress).await?;
+        let position = projections::rebuild(&db.store, &db.pool, &*p, &progress).await?;
         bar.finish();
         println!(
             "{}: rebuilt up to position {position} in {:.1?}",

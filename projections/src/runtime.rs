@@ -38,6 +38,8 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the rebuild's reader stopped: {0}")]
+    Stopped(String),
 }
 
 /// Builds one read model from the global log.
@@ -430,7 +432,7 @@ const SWAP_PAUSE: Duration = Duration::from_millis(50);
 /// Readers wait for the swap's locks for at most `SWAP_LOCK_TIMEOUT`, after which the swap
 /// rolls back and tries again. `progress(done, head)` is called after each batch.
 pub async fn rebuild(
-    store: &dyn EventStore,
+    store: &Arc<dyn EventStore>,
     pool: &PgPool,
     projector: &dyn Projector,
     progress: &(dyn Fn(i64, i64) + Send + Sync),
@@ -439,7 +441,7 @@ pub async fn rebuild(
     let shadow = format!("rebuild_{name}");
     let deferred = create_shadow(pool, &shadow, projector.tables()).await?;
     load_checkpoint(pool, name).await?;
-    let log = Log::of(store, pool).await?;
+    let log = Log::of(&**store, pool).await?;
 
     let head = store.head().await?;
     let mut position = 0;
@@ -465,10 +467,16 @@ pub async fn rebuild(
     while let Some(last) = events.last().map(|e| e.position) {
         // The next batch is read while this one is applied: the log's reads and the writes
         // of the read model then overlap instead of taking turns.
-        let (applied, next) = tokio::join!(
-            apply_to_shadow(pool, projector, (&shadow, log), position, &events),
-            store.read_all(last, REBUILD_BATCH)
-        );
+        // On a task of its own, so that decoding the read rows takes the other core.
+        let reading = {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_all(last, REBUILD_BATCH).await })
+        };
+        let applied = apply_to_shadow(pool, projector, (&shadow, log), position, &events).await;
+        let next = match reading.await {
+            Ok(next) => next,
+            Err(e) => return Err(ProjectionError::Stopped(e.to_string())),
+        };
         applied?;
         position = last;
         progress(position, head.max(position));
@@ -502,7 +510,7 @@ pub async fn rebuild(
 
     let mut attempt = 1;
     let position = loop {
-        match swap(store, pool, projector, (&shadow, log), position).await {
+        match swap(&**store, pool, projector, (&shadow, log), position).await {
             Err(ProjectionError::Database(e)) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(SWAP_PAUSE).await;

@@ -221,7 +221,7 @@ async fn a_log_in_the_same_database_is_copied_in_sql() {
         .unwrap();
     assert_eq!(catch_up(&*db.store, &db.pool, &SqlOnly).await.unwrap(), 7);
     assert_eq!(audit_rows(&db.pool).await, (1..=7).collect::<Vec<_>>());
-    let position = projections::rebuild(&*db.store, &db.pool, &SqlOnly, &|_, _| {})
+    let position = projections::rebuild(&db.store, &db.pool, &SqlOnly, &|_, _| {})
         .await
         .unwrap();
     assert_eq!(position, 7);

@@ -762,7 +762,7 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     let db = test_db().await;
     register_customers(&*db.store, "reader", 20).await;
     let desk = projections::projector("service_desk").unwrap();
-    projections::rebuild(&*db.store, &db.pool, &*desk, &|_, _| {})
+    projections::rebuild(&db.store, &db.pool, &*desk, &|_, _| {})
         .await
         .unwrap();
     let schema = live_schema(&db.pool).await;
@@ -777,7 +777,7 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     assert_eq!(seen, 20);
     let rebuild = tokio::spawn({
         let (store, pool) = (db.store.clone(), db.pool.clone());
-        async move { projections::rebuild(&*store, &pool, &*desk, &|_, _| {}).await }
+        async move { projections::rebuild(&store, &pool, &*desk, &|_, _| {}).await }
     });
     // The swap's wait for the reader's lock; a second wait, begun later, shows that the swap
     // gave way after its lock timeout and tried again.
