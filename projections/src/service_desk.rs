@@ -539,28 +539,17 @@ fn evolve_row(slot: &mut Option<Evolving>, e: &RecordedEvent, event: &TicketEven
 /// Streams read at once when a batch continues tickets the projector does not remember.
 const STREAM_READS_AT_ONCE: usize = 8;
 
-/// The ticket `id` as its stream's first `before` events leave it (none when they hold no raise).
-/// `position` is the batch's event that continues it, for the error of a stream cut short.
+/// The ticket `id` as its stream's first `before` events leave it (none when they hold no
+/// raise). `position` is the batch's event that continues it, for the error of a stream cut
+/// short.
 async fn fold_stream(
     log: &dyn EventStore,
     id: Uuid,
     (before, position): (i64, i64),
 ) -> Result<Option<Evolving>, ProjectionError> {
-    const PAGE: usize = 1_000;
     let stream = StreamId::for_aggregate(Ticket::STREAM_PREFIX, id);
-    let mut slot = None;
-    let mut version = 0;
-    while version < before {
-        let want = usize::try_from(before - version).map_or(PAGE, |n| n.min(PAGE));
-        let page = log.read_stream(&stream, version, want).await?;
-        let Some(last) = page.last() else { break };
-        version = last.version;
-        for e in &page {
-            if let Some(event) = decode::<TicketEvent>(e)? {
-                evolve_row(&mut slot, e, &event);
-            }
-        }
-    }
+    let events = log.read_stream_through(&stream, before).await?;
+    let version = events.last().map_or(0, |e| e.version);
     if version != before {
         return Err(ProjectionError::Corrupt {
             position,
@@ -569,6 +558,12 @@ async fn fold_stream(
                 stream.as_str()
             ),
         });
+    }
+    let mut slot = None;
+    for e in &events {
+        if let Some(event) = decode::<TicketEvent>(e)? {
+            evolve_row(&mut slot, e, &event);
+        }
     }
     if let Some(entry) = slot.as_mut() {
         entry.last = None;

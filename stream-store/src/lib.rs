@@ -47,6 +47,30 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// The first `through` events of one stream, read where the log is kept. A backend may
+    /// answer `read_stream` from a copy that trails the log by a notification's delay; this
+    /// never does, for readers that know the stream has reached `through` (a projector
+    /// continuing a stream from a later event it was handed).
+    async fn read_stream_through(
+        &self,
+        stream: &StreamId,
+        through: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        const PAGE: usize = 1000;
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e| e.version);
+            let Some(want) = usize::try_from(through - after).ok().filter(|n| *n > 0) else {
+                return Ok(events);
+            };
+            let page = self.read_stream(stream, after, want.min(PAGE)).await?;
+            if page.is_empty() {
+                return Ok(events);
+            }
+            events.extend(page);
+        }
+    }
+
     /// Events of the global log with a position greater than `after`, in order.
     async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
 

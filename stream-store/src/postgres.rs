@@ -172,6 +172,25 @@ impl EventStore for PgEventStore {
         Ok(events)
     }
 
+    /// From the table, never the stream cache (which may trail by a notification's delay).
+    async fn read_stream_through(
+        &self,
+        stream: &StreamId,
+        through: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query_as!(
+            EventRow,
+            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+                    command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
+             FROM events WHERE stream_id = $1 AND version <= $2 ORDER BY version",
+            stream.as_str(),
+            through
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
     async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let head = *self.inner.head.borrow();
         if let Some(events) = self.inner.tail.read_all(after, limit, head) {

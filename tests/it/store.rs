@@ -86,6 +86,14 @@ pub async fn append_then_read_in_order(store: &dyn EventStore) {
         2,
         "limit is honoured"
     );
+    for through in 0..=3 {
+        let first = store.read_stream_through(&s, through).await.unwrap();
+        assert_eq!(
+            first.iter().map(|e| e.version).collect::<Vec<_>>(),
+            (1..=through).collect::<Vec<_>>(),
+            "the first {through} events"
+        );
+    }
 }
 
 pub async fn expected_version_conflicts_are_typed_and_write_nothing(store: &dyn EventStore) {
