@@ -1,8 +1,9 @@
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::{Connection, PgConnection, PgPool};
 use stream_store::{EventStore, RecordedEvent, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,8 @@ const REBUILD_BATCH: usize = 5_000;
 const INDEX_BUILDS_AT_ONCE: usize = 2;
 /// Events per transaction during a rebuild by a projector that reads the log in SQL.
 const REBUILD_SQL_BATCH: i64 = 100_000;
+/// Such transactions a rebuild runs at the same time.
+const SQL_COPIES_AT_ONCE: usize = 2;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often a runner without the lease tries to take it, and a holder checks it still has it.
 const LEASE_INTERVAL: Duration = Duration::from_secs(1);
@@ -67,7 +70,9 @@ pub trait Projector: Send + Sync + 'static {
     /// Applies the events at positions `after < p <= up_to` reading them straight from the
     /// log's table in SQL, which the runtime asks for only when the log is the `events` table
     /// of this very database. Must write exactly the rows `apply` writes for those events.
-    /// Returns `false` (having done nothing) when the projector has no such path.
+    /// Returns `false` (having done nothing) when the projector has no such path. A rebuild
+    /// copies disjoint ranges at the same time, each in its own transaction and in any order,
+    /// so the rows of one position must not depend on the rows of another.
     async fn apply_from_log(
         &self,
         _tx: &mut PgConnection,
@@ -445,19 +450,31 @@ pub async fn rebuild(
 
     let head = store.head().await?;
     let mut position = 0;
-    // A projector that reads the log in SQL needs no event shipped through this process.
-    while log.local && position < head {
-        let up_to = head.min(position + REBUILD_SQL_BATCH);
-        let mut tx = pool.begin().await?;
-        sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
-            .execute(&mut *tx)
+    // A projector that reads the log in SQL needs no event shipped through this process: the
+    // first range tells whether it can, the others are copied two at a time (one backend's
+    // copy keeps one core busy).
+    if log.local && head > 0 && copy_from_log(pool, projector, &shadow, (0, head)).await? {
+        let done = AtomicI64::new(head.min(REBUILD_SQL_BATCH));
+        progress(done.load(Ordering::Relaxed), head);
+        let ranges = (1..)
+            .map(|n| n * REBUILD_SQL_BATCH)
+            .take_while(|after| *after < head)
+            .map(|after| (after, head.min(after + REBUILD_SQL_BATCH)));
+        futures::stream::iter(ranges)
+            .map(|range| {
+                let done = &done;
+                let shadow = &shadow;
+                async move {
+                    copy_from_log(pool, projector, shadow, range).await?;
+                    let copied = range.1 - range.0;
+                    progress(done.fetch_add(copied, Ordering::Relaxed) + copied, head);
+                    Ok::<_, ProjectionError>(())
+                }
+            })
+            .buffer_unordered(SQL_COPIES_AT_ONCE)
+            .try_collect::<Vec<()>>()
             .await?;
-        if !projector.apply_from_log(&mut tx, position, up_to).await? {
-            break;
-        }
-        tx.commit().await?;
-        position = up_to;
-        progress(position, head);
+        position = head;
     }
     let mut events = if position < head {
         store.read_all(position, REBUILD_BATCH).await?
@@ -542,7 +559,8 @@ async fn create_shadow(
     for table in tables {
         sqlx::query(&format!(
             "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING DEFAULTS
-                 INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)"
+                 INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)
+             WITH (autovacuum_enabled = false)"
         ))
         .execute(&mut *conn)
         .await?;
@@ -591,6 +609,24 @@ async fn create_shadow(
         }
     }
     Ok(deferred)
+}
+
+/// Copies the log's positions `after < p <= up_to` (`up_to` capped at one batch's worth) into
+/// the shadow tables in SQL, in one transaction; `false` (nothing done) when the projector has
+/// no such path.
+async fn copy_from_log(
+    pool: &PgPool,
+    projector: &dyn Projector,
+    shadow: &str,
+    (after, up_to): (i64, i64),
+) -> Result<bool, ProjectionError> {
+    let up_to = up_to.min(after + REBUILD_SQL_BATCH);
+    let mut tx = begin_in(pool, shadow).await?;
+    if !projector.apply_from_log(&mut tx, after, up_to).await? {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Applies one batch of events to the shadow tables, in one transaction.
@@ -674,6 +710,14 @@ async fn swap(
         sqlx::query(&format!("ALTER TABLE {shadow}.{table} SET SCHEMA public"))
             .execute(&mut *tx)
             .await?;
+        // Autovacuum was kept off the new table while it was loaded: a worker on it holds a
+        // lock the swap's `SET SCHEMA` would wait for past `SWAP_LOCK_TIMEOUT`, every attempt
+        // (its vacuum of a million fresh rows outlasts them all). The rebuild ANALYZEd it.
+        sqlx::query(&format!(
+            "ALTER TABLE public.{table} RESET (autovacuum_enabled)"
+        ))
+        .execute(&mut *tx)
+        .await?;
     }
     sqlx::query(&format!("DROP SCHEMA {shadow}"))
         .execute(&mut *tx)

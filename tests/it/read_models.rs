@@ -747,6 +747,9 @@ async fn live_schema(pool: &PgPool) -> Vec<(String, String)> {
          UNION ALL
          SELECT conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid)
          FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+         UNION ALL
+         SELECT relname::text, COALESCE(array_to_string(reloptions, ','), '')
+         FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
          ORDER BY 1, 2",
     )
     .fetch_all(pool)
@@ -762,10 +765,12 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     let db = test_db().await;
     register_customers(&*db.store, "reader", 20).await;
     let desk = projections::projector("service_desk").unwrap();
+    // The schema as the migrations made it (table options included).
+    let schema = live_schema(&db.pool).await;
     projections::rebuild(&db.store, &db.pool, &*desk, &|_, _| {})
         .await
         .unwrap();
-    let schema = live_schema(&db.pool).await;
+    assert_eq!(live_schema(&db.pool).await, schema);
     let rows = dump(&db.pool).await;
 
     let mut reader = db.pool.begin().await.unwrap();
