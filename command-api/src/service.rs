@@ -550,26 +550,43 @@ impl CommandService {
         mut known: Option<(A, i64)>,
         command: impl Fn() -> A::Command,
     ) -> Result<AppendOutcome, ApiError> {
+        let mut confirmed = false;
         for _ in 0..MAX_ATTEMPTS {
             let (state, version) = match known.take() {
                 Some(known) => known,
                 None => self.load::<A>(stream).await?,
             };
-            if let Some(expected) = expected {
-                if expected != version {
-                    return Err(ApiError::Conflict {
-                        expected: ExpectedVersion::Exact(expected),
-                        actual: version,
-                    });
-                }
-            }
-            let decided = match state.decide(command(), meta.recorded_at) {
+            let refusal = match expected.filter(|expected| *expected != version) {
+                Some(expected) => Err(ApiError::Conflict {
+                    expected: ExpectedVersion::Exact(expected),
+                    actual: version,
+                }),
+                None => state
+                    .decide(command(), meta.recorded_at)
+                    .map_err(ApiError::from),
+            };
+            let decided = match refusal {
                 Ok(events) => events,
-                // A secondary append retried after a crash finds its own write already there.
-                Err(rule) => match self.store.find_command(meta.command_id).await? {
-                    Some(done) if done.stream_id == *stream => return Ok(done),
-                    _ => return Err(rule.into()),
-                },
+                Err(refused) => {
+                    // A secondary append retried after a crash finds its own write already there.
+                    if let Some(done) = self.store.find_command(meta.command_id).await? {
+                        if done.stream_id == *stream {
+                            return Ok(done);
+                        }
+                    }
+                    // The state may trail the log (another process's append not yet seen by
+                    // this one's stream cache): refuse only what the stream as the log holds
+                    // it refuses.
+                    if !confirmed {
+                        confirmed = true;
+                        let current = self.warm.load_from_log::<A>(&*self.store, stream).await?;
+                        if current.1 != version {
+                            known = Some(current);
+                            continue;
+                        }
+                    }
+                    return Err(refused);
+                }
             };
             let events = encode(&decided, meta.command_id);
             match self

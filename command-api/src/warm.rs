@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use domain::{Aggregate, EventPayload};
 use lru::LruCache;
-use stream_store::{EventStore, StreamId};
+use stream_store::{EventStore, RecordedEvent, StreamId};
 
 use crate::ApiError;
 
@@ -69,6 +69,23 @@ impl WarmStates {
         Ok((state, version))
     }
 
+    /// The state of `stream` as the log itself holds it now, past the store's copies (its
+    /// stream cache follows other processes' appends by a notification's delay): a refusal is
+    /// confirmed on it before it is answered.
+    pub(crate) async fn load_from_log<A>(
+        &self,
+        store: &dyn EventStore,
+        stream: &StreamId,
+    ) -> Result<(A, i64), ApiError>
+    where
+        A: Aggregate + Send + Sync + 'static,
+    {
+        let events = store.read_stream_through(stream, i64::MAX).await?;
+        let (state, version) = fold(stream, A::default(), 0, &events)?;
+        self.keep(stream, &state, version);
+        Ok((state, version))
+    }
+
     /// Keeps `state` as the fold of the first `version` events of `stream` (committed).
     pub(crate) fn keep<A>(&self, stream: &StreamId, state: &A, version: i64)
     where
@@ -99,17 +116,27 @@ pub(crate) async fn fold_after<A: Aggregate>(
 ) -> Result<(A, i64), ApiError> {
     loop {
         let page = store.read_stream(stream, version, PAGE).await?;
-        let done = page.len() < PAGE;
-        for e in &page {
-            let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
-                .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
-            if let Some(event) = decoded {
-                state = state.evolve(&event);
-            }
-            version = e.version;
-        }
-        if done {
+        (state, version) = fold(stream, state, version, &page)?;
+        if page.len() < PAGE {
             return Ok((state, version));
         }
     }
+}
+
+/// `state` at `version` continued with `events` (the ones right after it).
+fn fold<A: Aggregate>(
+    stream: &StreamId,
+    mut state: A,
+    mut version: i64,
+    events: &[RecordedEvent],
+) -> Result<(A, i64), ApiError> {
+    for e in events {
+        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
+            .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
+        if let Some(event) = decoded {
+            state = state.evolve(&event);
+        }
+        version = e.version;
+    }
+    Ok((state, version))
 }

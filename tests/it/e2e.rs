@@ -201,6 +201,56 @@ async fn two_servers_taking_turns_on_a_ticket_each_see_the_others_commands() {
     drop((first, second));
 }
 
+/// A command refused on a state that may trail the log is decided again on the stream as the
+/// log holds it. Here another writer's event reaches the table without its notification, so
+/// the server's stream cache cannot know of it (as for a moment after any other process's
+/// append): the server, whose own last command left the ticket assigned, must still resolve
+/// the ticket that work has started on, not answer that an assigned ticket cannot be resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_confirmed_on_the_log_not_on_a_copy_that_trails_it() {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let api = Api::admin(&ledger.base_url).await;
+    let (customer, technician) = api.customer_and_technician().await;
+    let (ticket, _) = api.raise(&customer).await;
+    let (status, answer) = api
+        .command(
+            "AssignTechnician",
+            json!({ "ticketId": ticket, "technicianId": technician }),
+        )
+        .await;
+    assert_eq!((status, &answer["version"]), (200, &json!(2)), "{answer}");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let inserted = sqlx::query(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                             data, command_id, correlation_id, causation_id, actor_id,
+                             actor_role, recorded_at)
+         SELECT (SELECT MAX(position) FROM events) + 1, stream_id, 3, gen_random_uuid(),
+                'WorkStarted', 1, jsonb_build_object('technicianId', $2::text, 'startedAt', now()),
+                gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), actor_id, actor_role,
+                now()
+         FROM events WHERE stream_id = $1 AND version = 2",
+    )
+    .bind(format!("ticket-{ticket}"))
+    .bind(&technician)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(inserted.rows_affected(), 1);
+    let (status, answer) = api
+        .command(
+            "ResolveTicket",
+            json!({ "ticketId": ticket, "resolution": "Replaced the port" }),
+        )
+        .await;
+    assert_eq!((status, &answer["version"]), (200, &json!(4)), "{answer}");
+    drop(ledger);
+}
+
 const TICKET_QUERY: &str = "query($n: String!) { ticketByNumber(number: $n) {
     id number status subject customer { name } assignee { name } priority { score level }
     raisedAt assignedAt startedAt resolvedAt closedAt
