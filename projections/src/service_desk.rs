@@ -21,7 +21,11 @@ use uuid::Uuid;
 use crate::{ProjectionError, Projector};
 
 pub struct ServiceDesk {
-    recent: Mutex<LruCache<Uuid, Evolved>>,
+    /// Tickets as this projector last wrote their rows (`last` holds the version). The fold
+    /// is a pure function of the log, so an entry is exactly the ticket a batch continues
+    /// right after that version, whoever wrote the row and even if the batch that computed
+    /// the entry rolled back; any other entry is ignored.
+    recent: Mutex<LruCache<Uuid, Evolving>>,
 }
 
 /// Tickets kept in memory between batches (a few MiB).
@@ -34,18 +38,6 @@ impl Default for ServiceDesk {
             recent: Mutex::new(LruCache::new(capacity)),
         }
     }
-}
-
-/// A ticket as this projector last computed its row: the fold of its stream up to `version`.
-/// The fold is a pure function of the log, so an entry is exactly the row a batch would read
-/// back whenever the batch continues the ticket right after `version`, whoever wrote the row
-/// and even if the batch that computed the entry rolled back; any other entry is ignored.
-#[derive(Clone)]
-struct Evolved {
-    ticket: Ticket,
-    settled_at: Option<chrono::DateTime<chrono::Utc>>,
-    raised_position: i64,
-    version: i64,
 }
 
 fn decode<E: EventPayload>(e: &RecordedEvent) -> Result<Option<E>, ProjectionError> {
@@ -478,23 +470,13 @@ struct TicketBatch<'a> {
 }
 
 /// A ticket as the batch evolves it.
+#[derive(Clone)]
 struct Evolving {
     ticket: Ticket,
     settled_at: Option<chrono::DateTime<chrono::Utc>>,
     raised_position: i64,
     /// The last event applied to it, which the row records as its version and update time.
     last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
-}
-
-impl Evolving {
-    fn from_memory(known: &Evolved) -> Self {
-        Self {
-            ticket: known.ticket.clone(),
-            settled_at: known.settled_at,
-            raised_position: known.raised_position,
-            last: None,
-        }
-    }
 }
 
 /// Applies one event of a ticket's stream to what the projector knows of the ticket (nothing
@@ -580,7 +562,7 @@ impl<'a> TicketBatch<'a> {
         self,
         tx: &mut PgConnection,
         log: &dyn EventStore,
-        recent: &Mutex<LruCache<Uuid, Evolved>>,
+        recent: &Mutex<LruCache<Uuid, Evolving>>,
     ) -> Result<(), ProjectionError> {
         if self.events.is_empty() {
             return Ok(());
@@ -597,8 +579,12 @@ impl<'a> TicketBatch<'a> {
                     continue;
                 }
                 match recent.get(id) {
-                    Some(known) if known.version == e.version - 1 => {
-                        tickets.insert(*id, Evolving::from_memory(known));
+                    Some(known) if known.last.map(|(v, _)| v) == Some(e.version - 1) => {
+                        let continued = Evolving {
+                            last: None,
+                            ..known.clone()
+                        };
+                        tickets.insert(*id, continued);
                     }
                     _ => continued.push((*id, (e.version - 1, e.position))),
                 }
@@ -645,14 +631,8 @@ impl<'a> TicketBatch<'a> {
         rows.upsert(tx).await?;
         let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
         for (id, entry) in tickets {
-            if let (Some(_), Some((version, _))) = (entry.ticket.state(), entry.last) {
-                let evolved = Evolved {
-                    ticket: entry.ticket,
-                    settled_at: entry.settled_at,
-                    raised_position: entry.raised_position,
-                    version,
-                };
-                recent.put(id, evolved);
+            if entry.ticket.state().is_some() && entry.last.is_some() {
+                recent.put(id, entry);
             }
         }
         Ok(())
