@@ -67,6 +67,18 @@ pub trait Projector: Send + Sync + 'static {
         log: &dyn EventStore,
     ) -> Result<(), ProjectionError>;
 
+    /// The same as `apply` in two steps, for a rebuild to compute one batch while it writes
+    /// the one before: what the batch changes, computed without touching the read model's
+    /// tables (so that it cannot depend on what the previous batch wrote), then the writes.
+    /// `None` when the projector applies a batch only in one piece.
+    async fn prepare(
+        &self,
+        _events: &[RecordedEvent],
+        _log: &dyn EventStore,
+    ) -> Result<Option<Box<dyn Changes>>, ProjectionError> {
+        Ok(None)
+    }
+
     /// Applies the events at positions `after < p <= up_to` reading them straight from the
     /// log's table in SQL, which the runtime asks for only when the log is the `events` table
     /// of this very database. Must write exactly the rows `apply` writes for those events.
@@ -81,6 +93,13 @@ pub trait Projector: Send + Sync + 'static {
     ) -> Result<bool, ProjectionError> {
         Ok(false)
     }
+}
+
+/// The writes of one batch, computed by `Projector::prepare`.
+#[async_trait]
+pub trait Changes: Send {
+    /// Writes them inside the batch's transaction (unqualified table names, as `apply`).
+    async fn write(self: Box<Self>, tx: &mut PgConnection) -> Result<(), ProjectionError>;
 }
 
 /// Whether the log is the `public.events` table of the read models' own database (the
@@ -481,26 +500,54 @@ pub async fn rebuild(
     } else {
         Vec::new()
     };
+    // Three batches in flight: the next one is read (on a task of its own, so that decoding
+    // the rows takes the other core), this one is computed, the previous one is written (on
+    // a task of its own while this one is computed). Writes stay one at a time, in log order.
+    let mut writing: Option<tokio::task::JoinHandle<Result<(), ProjectionError>>> = None;
     while let Some(last) = events.last().map(|e| e.position) {
-        // The next batch is read while this one is applied: the log's reads and the writes
-        // of the read model then overlap instead of taking turns.
-        // On a task of its own, so that decoding the read rows takes the other core.
         let reading = {
             let store = store.clone();
             tokio::spawn(async move { store.read_all(last, REBUILD_BATCH).await })
         };
-        let applied = apply_to_shadow(pool, projector, (&shadow, log), position, &events).await;
+        let prepared = projector.prepare(&events, log.store).await;
+        let written = match writing.take() {
+            Some(write) => landed(write)
+                .await
+                .map(|()| progress(position, head.max(position))),
+            None => Ok(()),
+        };
+        let applied = match (written, prepared) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(Some(changes))) => {
+                let (pool, shadow) = (pool.clone(), shadow.clone());
+                writing = Some(tokio::spawn(async move {
+                    let mut tx = begin_in(&pool, &shadow).await?;
+                    changes.write(&mut tx).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }));
+                Ok(())
+            }
+            (Ok(()), Ok(None)) => {
+                let applied =
+                    apply_to_shadow(pool, projector, (&shadow, log), position, &events).await;
+                applied.map(|()| progress(last, head.max(last)))
+            }
+        };
         let next = match reading.await {
             Ok(next) => next,
             Err(e) => return Err(ProjectionError::Stopped(e.to_string())),
         };
         applied?;
         position = last;
-        progress(position, head.max(position));
         if position >= head {
             break;
         }
         events = next?;
+    }
+    if let Some(write) = writing.take() {
+        landed(write).await?;
+        progress(position, head.max(position));
     }
     // Fresh tables have no statistics; without them the first queries would plan blind.
     let mut statements = deferred;
@@ -537,6 +584,15 @@ pub async fn rebuild(
     };
     progress(position, position);
     Ok(position)
+}
+
+/// The outcome of a batch's write running on a task of its own.
+async fn landed(
+    write: tokio::task::JoinHandle<Result<(), ProjectionError>>,
+) -> Result<(), ProjectionError> {
+    write
+        .await
+        .map_err(|e| ProjectionError::Stopped(e.to_string()))?
 }
 
 /// Creates `shadow` with an empty copy of each table: columns, defaults, checks, keys and

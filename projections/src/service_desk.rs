@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use stream_store::{EventStore, RecordedEvent, StreamId};
 use uuid::Uuid;
 
-use crate::{ProjectionError, Projector};
+use crate::{Changes, ProjectionError, Projector};
 
 pub struct ServiceDesk {
     /// Tickets as this projector last wrote their rows (`last` holds the version). The fold
@@ -96,9 +96,29 @@ impl Projector for ServiceDesk {
         events: &[RecordedEvent],
         log: &dyn EventStore,
     ) -> Result<(), ProjectionError> {
-        // Ticket rows are written once per batch (they are most of the log); the other
-        // tables, which no ticket write reads, are written event by event as they come.
+        Box::new(self.changes(events, log).await?).write(tx).await
+    }
+
+    async fn prepare(
+        &self,
+        events: &[RecordedEvent],
+        log: &dyn EventStore,
+    ) -> Result<Option<Box<dyn Changes>>, ProjectionError> {
+        Ok(Some(Box::new(self.changes(events, log).await?)))
+    }
+}
+
+impl ServiceDesk {
+    /// What a batch writes, computed before any of it is written. Ticket rows are written once
+    /// per batch (they are most of the log); the other tables, which no ticket write reads,
+    /// event by event in log order.
+    async fn changes(
+        &self,
+        events: &[RecordedEvent],
+        log: &dyn EventStore,
+    ) -> Result<BatchChanges, ProjectionError> {
         let mut tickets = TicketBatch::default();
+        let mut others = Vec::new();
         for e in events {
             if let Some(event) = decode::<TicketEvent>(e)? {
                 if let Some(id) = stream_uuid(e, "ticket") {
@@ -106,19 +126,55 @@ impl Projector for ServiceDesk {
                 }
             } else if let Some(event) = decode::<DeviceEvent>(e)? {
                 if let Some(id) = stream_uuid(e, "device") {
-                    apply_device(tx, e, id, event).await?;
+                    others.push(Other::Device(e.clone(), id, event));
                 }
             } else if let Some(event) = decode::<CustomerEvent>(e)? {
-                apply_customer(tx, e, event).await?;
+                others.push(Other::Customer(e.clone(), event));
             } else if let Some(event) = decode::<TechnicianEvent>(e)? {
-                apply_technician(tx, event).await?;
+                others.push(Other::Technician(event));
             } else if let Some(event) = decode::<PartEvent>(e)? {
                 if let Some(id) = stream_uuid(e, "part") {
-                    apply_part(tx, e, id, event).await?;
+                    others.push(Other::Part(e.clone(), id, event));
                 }
             }
         }
-        tickets.write(tx, log, &self.recent).await
+        let (children, rows) = tickets.rows(log, &self.recent).await?;
+        Ok(BatchChanges {
+            others,
+            children,
+            rows,
+        })
+    }
+}
+
+/// An event of the tables other than the tickets', decoded.
+enum Other {
+    Device(RecordedEvent, Uuid, DeviceEvent),
+    Customer(RecordedEvent, CustomerEvent),
+    Technician(TechnicianEvent),
+    Part(RecordedEvent, Uuid, PartEvent),
+}
+
+/// Everything one batch writes.
+struct BatchChanges {
+    others: Vec<Other>,
+    children: Children,
+    rows: TicketRows,
+}
+
+#[async_trait]
+impl Changes for BatchChanges {
+    async fn write(self: Box<Self>, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        for other in self.others {
+            match other {
+                Other::Device(e, id, event) => apply_device(tx, &e, id, event).await?,
+                Other::Customer(e, event) => apply_customer(tx, &e, event).await?,
+                Other::Technician(event) => apply_technician(tx, event).await?,
+                Other::Part(e, id, event) => apply_part(tx, &e, id, event).await?,
+            }
+        }
+        self.children.insert(tx).await?;
+        self.rows.upsert(tx).await
     }
 }
 
@@ -558,14 +614,18 @@ impl<'a> TicketBatch<'a> {
         self.events.push((e, id, event));
     }
 
-    async fn write(
+    /// The notes, parts and payments the batch adds and the rows of the tickets it changes.
+    /// Remembers the tickets as the batch leaves them: an entry is a pure function of its
+    /// stream's events, so it is right even if the batch is never written.
+    async fn rows(
         self,
-        tx: &mut PgConnection,
         log: &dyn EventStore,
         recent: &Mutex<LruCache<Uuid, Evolving>>,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(Children, TicketRows), ProjectionError> {
+        let mut rows = TicketRows::default();
+        let mut children = Children::default();
         if self.events.is_empty() {
-            return Ok(());
+            return Ok((children, rows));
         }
         let mut tickets: HashMap<Uuid, Evolving> = HashMap::new();
         // Tickets whose first event here is not their raise: taken from memory when it holds
@@ -604,7 +664,6 @@ impl<'a> TicketBatch<'a> {
         );
 
         let mut order: Vec<Uuid> = Vec::with_capacity(self.events.len());
-        let mut children = Children::default();
         for (e, id, event) in &self.events {
             let mut slot = tickets.remove(id);
             let first = slot.as_ref().is_none_or(|t| t.last.is_none());
@@ -619,8 +678,6 @@ impl<'a> TicketBatch<'a> {
             }
         }
 
-        children.insert(tx).await?;
-        let mut rows = TicketRows::default();
         for id in &order {
             if let Some(entry) = tickets.get(id) {
                 if let (Some(s), Some((version, at))) = (entry.ticket.state(), entry.last) {
@@ -628,14 +685,13 @@ impl<'a> TicketBatch<'a> {
                 }
             }
         }
-        rows.upsert(tx).await?;
         let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
         for (id, entry) in tickets {
             if entry.ticket.state().is_some() && entry.last.is_some() {
                 recent.put(id, entry);
             }
         }
-        Ok(())
+        Ok((children, rows))
     }
 }
 

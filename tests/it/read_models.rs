@@ -828,3 +828,124 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
             .unwrap();
     assert_eq!(left, 0);
 }
+
+/// A rebuild computes one batch while it writes the one before. Over a log of several rebuild
+/// batches (5,000 events) in which every ticket's events are spread over all of them, it must
+/// write exactly the rows that following the log in small batches wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_over_many_batches_writes_what_following_the_log_wrote() {
+    use domain::{
+        Aggregate, Category, CustomerFacts, CustomerId, Impact, RaiseTicket, Severity,
+        TechnicianFacts, TechnicianId, Text, TicketCommand, TicketId, TicketNumber, Tier,
+    };
+    let db = test_db().await;
+    const TICKETS: usize = 3_000;
+    let start = Utc::now();
+    let text = |s: &str| Text::parse("text", s, 100).unwrap();
+    let technician = TechnicianId::from_uuid(uuid::Uuid::new_v4());
+    let customer = CustomerId::from_uuid(uuid::Uuid::new_v4());
+    let mut tickets: Vec<(TicketId, Ticket)> = (0..TICKETS)
+        .map(|_| (TicketId::from_uuid(uuid::Uuid::new_v4()), Ticket::default()))
+        .collect();
+    // Round by round: every ticket is raised, then every ticket assigned, and so on, so that
+    // each ticket is continued in later batches than the one that raised it.
+    let mut rows: Vec<(String, i64, String, i32, Value, DateTime<Utc>)> = Vec::new();
+    for round in 0..4i64 {
+        let at = start + Days::minutes(round);
+        for (n, (id, ticket)) in tickets.iter_mut().enumerate() {
+            let command = match round {
+                0 => TicketCommand::Raise(RaiseTicket {
+                    ticket_id: *id,
+                    number: TicketNumber::generate(at.date_naive(), n as u64 + 1),
+                    customer_id: customer,
+                    customer: Some(CustomerFacts {
+                        id: customer,
+                        tier: Tier::Paid,
+                    }),
+                    device_id: None,
+                    device: None,
+                    category: Category::Repair,
+                    subject: text(&format!("Ticket {n}")),
+                    description: text("Noise"),
+                    severity: Severity::Major,
+                    impact: Impact::parse("impact", 2).unwrap(),
+                    policy: Default::default(),
+                }),
+                1 => TicketCommand::AssignTechnician {
+                    technician_id: technician,
+                    technician: Some(TechnicianFacts {
+                        id: technician,
+                        active: true,
+                    }),
+                },
+                2 => TicketCommand::StartWork,
+                _ => TicketCommand::Resolve {
+                    resolution: text("Fixed"),
+                },
+            };
+            let events = ticket.decide(command, at).unwrap();
+            let stream = StreamId::for_aggregate(Ticket::STREAM_PREFIX, *id);
+            for e in &events {
+                rows.push((
+                    stream.as_str().to_owned(),
+                    round + 1,
+                    e.event_type().to_owned(),
+                    e.schema_version(),
+                    e.to_data(),
+                    at,
+                ));
+            }
+            *ticket = events
+                .iter()
+                .fold(std::mem::take(ticket), |t, e| t.evolve(e));
+        }
+    }
+    assert_eq!(rows.len(), 4 * TICKETS, "one event per command");
+    sqlx::query(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                             data, command_id, correlation_id, causation_id, actor_id,
+                             actor_role, recorded_at)
+         SELECT n, e.stream_id, e.version, gen_random_uuid(), e.event_type, e.schema_version,
+                e.data, gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'tester',
+                'admin', e.recorded_at
+         FROM ROWS FROM (jsonb_to_recordset($1)
+                         AS (stream_id text, version bigint, event_type text,
+                             schema_version int, data jsonb, recorded_at timestamptz))
+              WITH ORDINALITY AS e (stream_id, version, event_type, schema_version, data,
+                                    recorded_at, n)",
+    )
+    .bind(Value::Array(
+        rows.iter()
+            .map(
+                |(stream_id, version, event_type, schema_version, data, at)| {
+                    json!({
+                        "stream_id": stream_id, "version": version, "event_type": event_type,
+                        "schema_version": schema_version, "data": data, "recorded_at": at,
+                    })
+                },
+            )
+            .collect(),
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let desk = projections::projector("service_desk").unwrap();
+    projections::catch_up(&*db.store, &db.pool, &*desk)
+        .await
+        .unwrap();
+    let followed = dump(&db.pool).await;
+    let resolved: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tickets WHERE status = 'resolved' AND version = 4",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(resolved, TICKETS as i64);
+    // A fresh instance: nothing remembered from following the log.
+    let desk = projections::projector("service_desk").unwrap();
+    let position = projections::rebuild(&db.store, &db.pool, &*desk, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(position, 4 * TICKETS as i64);
+    assert_eq!(dump(&db.pool).await, followed);
+}
