@@ -9,7 +9,7 @@ mod service_desk;
 
 pub use audit_log::AuditLog;
 pub use runtime::{
-    all_projectors, catch_up, checkpoints, projector, rebuild, run_all, Changes, Checkpoint,
-    Leases, ProjectionError, Projector,
+    all_projectors, catch_up, checkpoints, projector, rebuild, run_all, AppendedTable, Changes,
+    Checkpoint, Leases, ProjectionError, Projector, Write,
 };
 pub use service_desk::ServiceDesk;

@@ -71,12 +71,22 @@ pub trait Projector: Send + Sync + 'static {
     /// the one before: what the batch changes, computed without touching the read model's
     /// tables (so that it cannot depend on what the previous batch wrote), then the writes.
     /// `None` when the projector applies a batch only in one piece.
+    ///
+    /// A rebuild writes these changes with `Write::Appending` until the whole log is loaded.
     async fn prepare(
         &self,
         _events: &[RecordedEvent],
         _log: &dyn EventStore,
     ) -> Result<Option<Box<dyn Changes>>, ProjectionError> {
         Ok(None)
+    }
+
+    /// Tables whose rows a rebuild appends while it loads the log, instead of updating them
+    /// in place: they get their keys only once loaded (a sorted build is far cheaper than a
+    /// million lookups and inserts into a key index), after which each key keeps only the row
+    /// with its highest version. For tables whose rows are rewritten whole at each change.
+    fn appended_in_rebuild(&self) -> &'static [AppendedTable] {
+        &[]
     }
 
     /// Applies the events at positions `after < p <= up_to` reading them straight from the
@@ -99,7 +109,32 @@ pub trait Projector: Send + Sync + 'static {
 #[async_trait]
 pub trait Changes: Send {
     /// Writes them inside the batch's transaction (unqualified table names, as `apply`).
-    async fn write(self: Box<Self>, tx: &mut PgConnection) -> Result<(), ProjectionError>;
+    async fn write(
+        self: Box<Self>,
+        tx: &mut PgConnection,
+        how: Write,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// How a batch's writes meet the rows of earlier batches in the tables of
+/// `Projector::appended_in_rebuild`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Update them in place: the tables have their keys.
+    InPlace,
+    /// A rebuild's load: the tables have no keys yet; a changed row is appended as a whole,
+    /// with its new version.
+    Appending,
+}
+
+/// A table a rebuild loads by appending rows (see `Projector::appended_in_rebuild`).
+#[derive(Debug, Clone, Copy)]
+pub struct AppendedTable {
+    pub table: &'static str,
+    /// The column that identifies a row (its primary key).
+    pub key: &'static str,
+    /// The column that grows with each change of a row.
+    pub version: &'static str,
 }
 
 /// Whether the log is the `public.events` table of the read models' own database (the
@@ -463,7 +498,8 @@ pub async fn rebuild(
 ) -> Result<i64, ProjectionError> {
     let name = projector.name();
     let shadow = format!("rebuild_{name}");
-    let deferred = create_shadow(pool, &shadow, projector.tables()).await?;
+    let appended = projector.appended_in_rebuild();
+    let deferred = create_shadow(pool, &shadow, projector.tables(), appended).await?;
     load_checkpoint(pool, name).await?;
     let log = Log::of(&**store, pool).await?;
 
@@ -522,7 +558,7 @@ pub async fn rebuild(
                 let (pool, shadow) = (pool.clone(), shadow.clone());
                 writing = Some(tokio::spawn(async move {
                     let mut tx = begin_in(&pool, &shadow).await?;
-                    changes.write(&mut tx).await?;
+                    changes.write(&mut tx, Write::Appending).await?;
                     tx.commit().await?;
                     Ok(())
                 }));
@@ -549,8 +585,20 @@ pub async fn rebuild(
         landed(write).await?;
         progress(position, head.max(position));
     }
+    // Of the rows appended for one key, the newest is the row.
+    for t in appended {
+        let (table, key, version) = (t.table, t.key, t.version);
+        sqlx::query(&format!(
+            "DELETE FROM {shadow}.{table} a
+             USING (SELECT {key} AS k, max({version}) AS v FROM {shadow}.{table}
+                    GROUP BY {key} HAVING count(*) > 1) newest
+             WHERE a.{key} = newest.k AND a.{version} < newest.v"
+        ))
+        .execute(pool)
+        .await?;
+    }
     // Fresh tables have no statistics; without them the first queries would plan blind.
-    let mut statements = deferred;
+    let mut statements = deferred.indexes;
     for table in projector.tables() {
         statements.push(format!("ANALYZE {shadow}.{table}"));
     }
@@ -562,6 +610,9 @@ pub async fn rebuild(
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
+    for statement in deferred.constraints {
+        sqlx::query(&statement).execute(pool).await?;
+    }
     // What was appended while the indexes were built, so that the swap's share is small.
     loop {
         let events = store.read_all(position, REBUILD_BATCH).await?;
@@ -595,14 +646,25 @@ async fn landed(
         .map_err(|e| ProjectionError::Stopped(e.to_string()))?
 }
 
+/// What a rebuild builds once its tables are loaded.
+struct Deferred {
+    /// `CREATE INDEX` statements (including the unique indexes of appended tables' keys).
+    indexes: Vec<String>,
+    /// `ALTER TABLE … ADD CONSTRAINT` statements of appended tables, run after the indexes
+    /// (a key becomes a constraint on the index already built).
+    constraints: Vec<String>,
+}
+
 /// Creates `shadow` with an empty copy of each table: columns, defaults, checks, keys and
-/// unique constraints, under the live names. Returns the `CREATE INDEX` statements of the
-/// other indexes, to run once the tables are loaded.
+/// unique constraints, under the live names; an appended table gets no key or unique index.
+/// Returns what to build once the tables are loaded: the other indexes, with the live
+/// names and definitions, and an appended table's keys.
 async fn create_shadow(
     pool: &PgPool,
     shadow: &str,
     tables: &[&str],
-) -> Result<Vec<String>, ProjectionError> {
+    appended: &[AppendedTable],
+) -> Result<Deferred, ProjectionError> {
     let mut conn = pool.acquire().await?;
     // Identifiers cannot be bound; these come from our own constants.
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {shadow} CASCADE"))
@@ -611,8 +673,12 @@ async fn create_shadow(
     sqlx::query(&format!("CREATE SCHEMA {shadow}"))
         .execute(&mut *conn)
         .await?;
-    let mut deferred = Vec::new();
+    let mut deferred = Deferred {
+        indexes: Vec::new(),
+        constraints: Vec::new(),
+    };
     for table in tables {
+        let is_appended = appended.iter().any(|t| t.table == *table);
         sqlx::query(&format!(
             "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING DEFAULTS
                  INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)
@@ -621,8 +687,18 @@ async fn create_shadow(
         .execute(&mut *conn)
         .await?;
         let live = format!("public.{table}");
+        let on_live = format!(" ON {live} USING ");
+        let on_shadow = format!(" ON {shadow}.{table} USING ");
+        let in_shadow = |definition: String| {
+            if definition.matches(&on_live).count() == 1 {
+                Ok(definition.replacen(&on_live, &on_shadow, 1))
+            } else {
+                Err(ProjectionError::Schema(definition))
+            }
+        };
         let constraints = sqlx::query!(
-            r#"SELECT conname AS "name!", pg_get_constraintdef(oid) AS "definition!"
+            r#"SELECT conname AS "name!", pg_get_constraintdef(oid) AS "definition!",
+                      contype::text AS "kind!", pg_get_indexdef(conindid) AS "index!"
                FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype IN ('p', 'u', 'x')
                ORDER BY conname"#,
             live
@@ -630,12 +706,27 @@ async fn create_shadow(
         .fetch_all(&mut *conn)
         .await?;
         for c in constraints {
-            sqlx::query(&format!(
+            let add = format!(
                 "ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{}\" {}",
                 c.name, c.definition
-            ))
-            .execute(&mut *conn)
-            .await?;
+            );
+            if !is_appended {
+                sqlx::query(&add).execute(&mut *conn).await?;
+            } else if c.kind == "x" {
+                deferred.constraints.push(add);
+            } else {
+                // The constraint's index under the constraint's name, then the constraint on it.
+                deferred.indexes.push(in_shadow(c.index)?);
+                let kind = if c.kind == "p" {
+                    "PRIMARY KEY"
+                } else {
+                    "UNIQUE"
+                };
+                deferred.constraints.push(format!(
+                    "ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{0}\" {kind} USING INDEX \"{0}\"",
+                    c.name
+                ));
+            }
         }
         let indexes = sqlx::query!(
             r#"SELECT pg_get_indexdef(i.indexrelid) AS "definition!", i.indisunique AS "unique!"
@@ -648,19 +739,12 @@ async fn create_shadow(
         .fetch_all(&mut *conn)
         .await?;
         for index in indexes {
-            let on_live = format!(" ON {live} USING ");
-            if index.definition.matches(&on_live).count() != 1 {
-                return Err(ProjectionError::Schema(index.definition));
-            }
-            let definition =
-                index
-                    .definition
-                    .replacen(&on_live, &format!(" ON {shadow}.{table} USING "), 1);
-            if index.unique {
+            let definition = in_shadow(index.definition)?;
+            if index.unique && !is_appended {
                 // Upserts may infer their conflict target from it.
                 sqlx::query(&definition).execute(&mut *conn).await?;
             } else {
-                deferred.push(definition);
+                deferred.indexes.push(definition);
             }
         }
     }

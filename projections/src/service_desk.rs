@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use stream_store::{EventStore, RecordedEvent, StreamId};
 use uuid::Uuid;
 
-use crate::{Changes, ProjectionError, Projector};
+use crate::{AppendedTable, Changes, ProjectionError, Projector, Write};
 
 pub struct ServiceDesk {
     /// Tickets as this projector last wrote their rows (`last` holds the version). The fold
@@ -96,7 +96,9 @@ impl Projector for ServiceDesk {
         events: &[RecordedEvent],
         log: &dyn EventStore,
     ) -> Result<(), ProjectionError> {
-        Box::new(self.changes(events, log).await?).write(tx).await
+        Box::new(self.changes(events, log).await?)
+            .write(tx, Write::InPlace)
+            .await
     }
 
     async fn prepare(
@@ -105,6 +107,15 @@ impl Projector for ServiceDesk {
         log: &dyn EventStore,
     ) -> Result<Option<Box<dyn Changes>>, ProjectionError> {
         Ok(Some(Box::new(self.changes(events, log).await?)))
+    }
+
+    /// A ticket's row is written whole at each change, with the stream's version.
+    fn appended_in_rebuild(&self) -> &'static [AppendedTable] {
+        &[AppendedTable {
+            table: "tickets",
+            key: "ticket_id",
+            version: "version",
+        }]
     }
 }
 
@@ -164,7 +175,11 @@ struct BatchChanges {
 
 #[async_trait]
 impl Changes for BatchChanges {
-    async fn write(self: Box<Self>, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+    async fn write(
+        self: Box<Self>,
+        tx: &mut PgConnection,
+        how: Write,
+    ) -> Result<(), ProjectionError> {
         for other in self.others {
             match other {
                 Other::Device(e, id, event) => apply_device(tx, &e, id, event).await?,
@@ -174,7 +189,7 @@ impl Changes for BatchChanges {
             }
         }
         self.children.insert(tx).await?;
-        self.rows.upsert(tx).await
+        self.rows.write(tx, how).await
     }
 }
 
@@ -823,6 +838,75 @@ impl Children {
 
 type Time = chrono::DateTime<chrono::Utc>;
 
+/// One statement for all the batch's tickets, the rows travelling as one array per column;
+/// `$tail` says what a row whose ticket is already there does.
+macro_rules! insert_ticket_rows {
+    ($rows:expr, $tail:literal) => {
+        sqlx::query!(
+            "INSERT INTO tickets (ticket_id, number, raised_position, status, category, subject,
+                     description, severity, impact, customer_id, customer_tier, device_id, assignee_id,
+                     priority_score_at_raise, priority_level_at_raise, notes, quote_amount,
+                     quote_description, quote_decision, approved_quote, final_cost, repair_summary,
+                     parts_cost, paid, bill, covered, balance, claim_decision, claim_reason, rating,
+                     feedback_comment, resolution, raised_at, assigned_at, started_at, completed_at,
+                     resolved_at, closed_at, cancelled_at, reopened_at, settled_at, updated_at,
+                     version)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                     $6::text[], $7::text[], $8::text[], $9::smallint[], $10::uuid[], $11::text[],
+                     $12::uuid[], $13::uuid[], $14::int[], $15::text[], $16::int[], $17::bigint[],
+                     $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::text[],
+                     $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
+                     $28::text[], $29::text[], $30::smallint[], $31::text[], $32::text[],
+                     $33::timestamptz[], $34::timestamptz[], $35::timestamptz[], $36::timestamptz[],
+                     $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::timestamptz[],
+                     $41::timestamptz[], $42::timestamptz[], $43::bigint[])" + $tail,
+                &$rows.ticket_id,
+                &$rows.number,
+                &$rows.raised_position,
+                &$rows.status,
+                &$rows.category,
+                &$rows.subject,
+                &$rows.description,
+                &$rows.severity,
+                &$rows.impact,
+                &$rows.customer_id,
+                &$rows.customer_tier,
+                &$rows.device_id as &[Option<Uuid>],
+                &$rows.assignee_id as &[Option<Uuid>],
+                &$rows.priority_score_at_raise,
+                &$rows.priority_level_at_raise,
+                &$rows.notes,
+                &$rows.quote_amount as &[Option<i64>],
+                &$rows.quote_description as &[Option<String>],
+                &$rows.quote_decision as &[Option<String>],
+                &$rows.approved_quote as &[Option<i64>],
+                &$rows.final_cost as &[Option<i64>],
+                &$rows.repair_summary as &[Option<String>],
+                &$rows.parts_cost,
+                &$rows.paid,
+                &$rows.bill,
+                &$rows.covered,
+                &$rows.balance,
+                &$rows.claim_decision as &[Option<String>],
+                &$rows.claim_reason as &[Option<String>],
+                &$rows.rating as &[Option<i16>],
+                &$rows.feedback_comment as &[Option<String>],
+                &$rows.resolution as &[Option<String>],
+                &$rows.raised_at,
+                &$rows.assigned_at as &[Option<Time>],
+                &$rows.started_at as &[Option<Time>],
+                &$rows.completed_at as &[Option<Time>],
+                &$rows.resolved_at as &[Option<Time>],
+                &$rows.closed_at as &[Option<Time>],
+                &$rows.cancelled_at as &[Option<Time>],
+                &$rows.reopened_at as &[Option<Time>],
+                &$rows.settled_at as &[Option<Time>],
+                &$rows.updated_at,
+                &$rows.version
+        )
+    };
+}
+
 /// Ticket rows of one batch, column by column (one entry per touched ticket).
 #[derive(Default)]
 struct TicketRows {
@@ -940,91 +1024,35 @@ impl TicketRows {
         self.version.push(version);
     }
 
-    async fn upsert(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+    async fn write(self, tx: &mut PgConnection, how: Write) -> Result<(), ProjectionError> {
         if self.ticket_id.is_empty() {
             return Ok(());
         }
-        sqlx::query!(
-            "INSERT INTO tickets (ticket_id, number, raised_position, status, category, subject,
-                 description, severity, impact, customer_id, customer_tier, device_id, assignee_id,
-                 priority_score_at_raise, priority_level_at_raise, notes, quote_amount,
-                 quote_description, quote_decision, approved_quote, final_cost, repair_summary,
-                 parts_cost, paid, bill, covered, balance, claim_decision, claim_reason, rating,
-                 feedback_comment, resolution, raised_at, assigned_at, started_at, completed_at,
-                 resolved_at, closed_at, cancelled_at, reopened_at, settled_at, updated_at,
-                 version)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                 $6::text[], $7::text[], $8::text[], $9::smallint[], $10::uuid[], $11::text[],
-                 $12::uuid[], $13::uuid[], $14::int[], $15::text[], $16::int[], $17::bigint[],
-                 $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::text[],
-                 $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
-                 $28::text[], $29::text[], $30::smallint[], $31::text[], $32::text[],
-                 $33::timestamptz[], $34::timestamptz[], $35::timestamptz[], $36::timestamptz[],
-                 $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::timestamptz[],
-                 $41::timestamptz[], $42::timestamptz[], $43::bigint[])
-             ON CONFLICT (ticket_id) DO UPDATE SET
-                 status = EXCLUDED.status, assignee_id = EXCLUDED.assignee_id,
-                 notes = EXCLUDED.notes, quote_amount = EXCLUDED.quote_amount,
-                 quote_description = EXCLUDED.quote_description,
-                 quote_decision = EXCLUDED.quote_decision,
-                 approved_quote = EXCLUDED.approved_quote, final_cost = EXCLUDED.final_cost,
-                 repair_summary = EXCLUDED.repair_summary, parts_cost = EXCLUDED.parts_cost,
-                 paid = EXCLUDED.paid, bill = EXCLUDED.bill, covered = EXCLUDED.covered,
-                 balance = EXCLUDED.balance, claim_decision = EXCLUDED.claim_decision,
-                 claim_reason = EXCLUDED.claim_reason, rating = EXCLUDED.rating,
-                 feedback_comment = EXCLUDED.feedback_comment,
-                 resolution = EXCLUDED.resolution, assigned_at = EXCLUDED.assigned_at,
-                 started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
-                 resolved_at = EXCLUDED.resolved_at, closed_at = EXCLUDED.closed_at,
-                 cancelled_at = EXCLUDED.cancelled_at, reopened_at = EXCLUDED.reopened_at,
-                 settled_at = EXCLUDED.settled_at, updated_at = EXCLUDED.updated_at,
-                 version = EXCLUDED.version",
-            &self.ticket_id,
-            &self.number,
-            &self.raised_position,
-            &self.status,
-            &self.category,
-            &self.subject,
-            &self.description,
-            &self.severity,
-            &self.impact,
-            &self.customer_id,
-            &self.customer_tier,
-            &self.device_id as &[Option<Uuid>],
-            &self.assignee_id as &[Option<Uuid>],
-            &self.priority_score_at_raise,
-            &self.priority_level_at_raise,
-            &self.notes,
-            &self.quote_amount as &[Option<i64>],
-            &self.quote_description as &[Option<String>],
-            &self.quote_decision as &[Option<String>],
-            &self.approved_quote as &[Option<i64>],
-            &self.final_cost as &[Option<i64>],
-            &self.repair_summary as &[Option<String>],
-            &self.parts_cost,
-            &self.paid,
-            &self.bill,
-            &self.covered,
-            &self.balance,
-            &self.claim_decision as &[Option<String>],
-            &self.claim_reason as &[Option<String>],
-            &self.rating as &[Option<i16>],
-            &self.feedback_comment as &[Option<String>],
-            &self.resolution as &[Option<String>],
-            &self.raised_at,
-            &self.assigned_at as &[Option<Time>],
-            &self.started_at as &[Option<Time>],
-            &self.completed_at as &[Option<Time>],
-            &self.resolved_at as &[Option<Time>],
-            &self.closed_at as &[Option<Time>],
-            &self.cancelled_at as &[Option<Time>],
-            &self.reopened_at as &[Option<Time>],
-            &self.settled_at as &[Option<Time>],
-            &self.updated_at,
-            &self.version
-        )
-        .execute(tx)
-        .await?;
+        let insert = match how {
+            // A rebuild's load keeps every version; the newest is kept once loaded.
+            Write::Appending => insert_ticket_rows!(self, ""),
+            Write::InPlace => insert_ticket_rows!(
+                self,
+                " ON CONFLICT (ticket_id) DO UPDATE SET
+                     status = EXCLUDED.status, assignee_id = EXCLUDED.assignee_id,
+                     notes = EXCLUDED.notes, quote_amount = EXCLUDED.quote_amount,
+                     quote_description = EXCLUDED.quote_description,
+                     quote_decision = EXCLUDED.quote_decision,
+                     approved_quote = EXCLUDED.approved_quote, final_cost = EXCLUDED.final_cost,
+                     repair_summary = EXCLUDED.repair_summary, parts_cost = EXCLUDED.parts_cost,
+                     paid = EXCLUDED.paid, bill = EXCLUDED.bill, covered = EXCLUDED.covered,
+                     balance = EXCLUDED.balance, claim_decision = EXCLUDED.claim_decision,
+                     claim_reason = EXCLUDED.claim_reason, rating = EXCLUDED.rating,
+                     feedback_comment = EXCLUDED.feedback_comment,
+                     resolution = EXCLUDED.resolution, assigned_at = EXCLUDED.assigned_at,
+                     started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
+                     resolved_at = EXCLUDED.resolved_at, closed_at = EXCLUDED.closed_at,
+                     cancelled_at = EXCLUDED.cancelled_at, reopened_at = EXCLUDED.reopened_at,
+                     settled_at = EXCLUDED.settled_at, updated_at = EXCLUDED.updated_at,
+                     version = EXCLUDED.version"
+            ),
+        };
+        insert.execute(tx).await?;
         Ok(())
     }
 }
