@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// Most events applied in one transaction while following the log.
 const BATCH: usize = 500;
 /// Events per transaction during a rebuild.
-const REBUILD_BATCH: usize = 5_000;
+const REBUILD_BATCH: usize = 10_000;
 /// Deferred index builds (and ANALYZEs) a rebuild runs at the same time.
 const INDEX_BUILDS_AT_ONCE: usize = 2;
 /// Events per transaction during a rebuild by a projector that reads the log in SQL.
