@@ -830,7 +830,7 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
 }
 
 /// A rebuild computes one batch while it writes the one before. Over a log of several rebuild
-/// batches (5,000 events) in which every ticket's events are spread over all of them, it must
+/// batches (10,000 events) in which every ticket's events are spread over all of them, it must
 /// write exactly the rows that following the log in small batches wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_over_many_batches_writes_what_following_the_log_wrote() {
@@ -839,7 +839,7 @@ async fn a_rebuild_over_many_batches_writes_what_following_the_log_wrote() {
         TechnicianFacts, TechnicianId, Text, TicketCommand, TicketId, TicketNumber, Tier,
     };
     let db = test_db().await;
-    const TICKETS: usize = 3_000;
+    const TICKETS: usize = 6_000;
     let start = Utc::now();
     let text = |s: &str| Text::parse("text", s, 100).unwrap();
     let technician = TechnicianId::from_uuid(uuid::Uuid::new_v4());
