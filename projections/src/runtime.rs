@@ -84,7 +84,8 @@ pub trait Projector: Send + Sync + 'static {
     /// Tables whose rows a rebuild appends while it loads the log, instead of updating them
     /// in place: they get their keys only once loaded (a sorted build is far cheaper than a
     /// million lookups and inserts into a key index), after which each key keeps only the row
-    /// with its highest version. For tables whose rows are rewritten whole at each change.
+    /// with its highest version. For tables whose rows are rewritten whole at each change, of
+    /// a projector whose `prepare` splits its batches (only those writes know `Write`).
     fn appended_in_rebuild(&self) -> &'static [AppendedTable] {
         &[]
     }
@@ -571,15 +572,24 @@ pub async fn rebuild(
             }
         };
         let next = match reading.await {
-            Ok(next) => next,
-            Err(e) => return Err(ProjectionError::Stopped(e.to_string())),
+            Ok(next) => next.map_err(ProjectionError::from),
+            Err(e) => Err(ProjectionError::Stopped(e.to_string())),
         };
-        applied?;
+        let next = match (applied, next) {
+            (Ok(()), Ok(next)) => next,
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                // Not a write left running after the rebuild has given up.
+                if let Some(write) = writing.take() {
+                    let _ = landed(write).await;
+                }
+                return Err(e);
+            }
+        };
         position = last;
         if position >= head {
             break;
         }
-        events = next?;
+        events = next;
     }
     if let Some(write) = writing.take() {
         landed(write).await?;
