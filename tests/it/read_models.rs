@@ -767,10 +767,12 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     let desk = projections::projector("service_desk").unwrap();
     // The schema as the migrations made it (table options included).
     let schema = live_schema(&db.pool).await;
-    projections::rebuild(&db.store, &db.pool, &*desk, &|_, _| {})
-        .await
-        .unwrap();
-    assert_eq!(live_schema(&db.pool).await, schema);
+    for projector in [&*desk, &projections::AuditLog] {
+        projections::rebuild(&db.store, &db.pool, projector, &|_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(live_schema(&db.pool).await, schema, "{}", projector.name());
+    }
     let rows = dump(&db.pool).await;
 
     let mut reader = db.pool.begin().await.unwrap();
