@@ -266,33 +266,24 @@ async fn a_long_log_is_copied_in_sql_ranges_without_gaps_or_repeats() {
     assert_eq!((rows, first, last, sum), (N, 1, N, N * (N + 1) / 2));
 }
 
-/// The service desk keeps the tickets it last wrote in memory. A runner continuing a ticket
-/// that another runner moved meanwhile (a takeover, a rebuild) must fold its stream again: here
-/// two projector instances take turns, and the ticket row must still be the domain's own fold
-/// of the whole stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_moved_by_another_runner_is_folded_from_its_stream_not_remembered() {
+/// A ticket's way from its raise to resolved: raise (the `seq`th ticket of the day), assign,
+/// start, resolve.
+pub(crate) fn lifecycle(
+    id: domain::TicketId,
+    customer: domain::CustomerId,
+    technician: domain::TechnicianId,
+    seq: u64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<domain::TicketCommand> {
     use domain::{
-        Aggregate, Category, CustomerFacts, CustomerId, EventPayload, Impact, RaiseTicket,
-        Severity, TechnicianFacts, TechnicianId, Text, Ticket, TicketCommand, TicketId,
-        TicketNumber, Tier,
+        Category, CustomerFacts, Impact, RaiseTicket, Severity, TechnicianFacts, Text,
+        TicketCommand, TicketNumber, Tier,
     };
-    let db = test_db().await;
-    let runners = [
-        projections::projector("service_desk").unwrap(),
-        projections::projector("service_desk").unwrap(),
-    ];
-    let now = chrono::Utc::now();
     let text = |s: &str| Text::parse("text", s, 100).unwrap();
-    let (id, customer, technician) = (
-        TicketId::from_uuid(Uuid::new_v4()),
-        CustomerId::from_uuid(Uuid::new_v4()),
-        TechnicianId::from_uuid(Uuid::new_v4()),
-    );
-    let commands = vec![
+    vec![
         TicketCommand::Raise(RaiseTicket {
             ticket_id: id,
-            number: TicketNumber::generate(now.date_naive(), 7),
+            number: TicketNumber::generate(at.date_naive(), seq),
             customer_id: customer,
             customer: Some(CustomerFacts {
                 id: customer,
@@ -318,7 +309,28 @@ async fn a_ticket_moved_by_another_runner_is_folded_from_its_stream_not_remember
         TicketCommand::Resolve {
             resolution: text("Cleaned"),
         },
+    ]
+}
+
+/// The service desk keeps the tickets it last wrote in memory. A runner continuing a ticket
+/// that another runner moved meanwhile (a takeover, a rebuild) must fold its stream again: here
+/// two projector instances take turns, and the ticket row must still be the domain's own fold
+/// of the whole stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_moved_by_another_runner_is_folded_from_its_stream_not_remembered() {
+    use domain::{Aggregate, CustomerId, EventPayload, TechnicianId, Ticket, TicketId};
+    let db = test_db().await;
+    let runners = [
+        projections::projector("service_desk").unwrap(),
+        projections::projector("service_desk").unwrap(),
     ];
+    let now = chrono::Utc::now();
+    let (id, customer, technician) = (
+        TicketId::from_uuid(Uuid::new_v4()),
+        CustomerId::from_uuid(Uuid::new_v4()),
+        TechnicianId::from_uuid(Uuid::new_v4()),
+    );
+    let commands = lifecycle(id, customer, technician, 7, now);
     let stream = stream_store::StreamId::for_aggregate(Ticket::STREAM_PREFIX, id);
     let mut ticket = Ticket::default();
     for (turn, command) in commands.into_iter().enumerate() {

@@ -836,14 +836,10 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
 /// write exactly the rows that following the log in small batches wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_over_many_batches_writes_what_following_the_log_wrote() {
-    use domain::{
-        Aggregate, Category, CustomerFacts, CustomerId, Impact, RaiseTicket, Severity,
-        TechnicianFacts, TechnicianId, Text, TicketCommand, TicketId, TicketNumber, Tier,
-    };
+    use domain::{Aggregate, CustomerId, TechnicianId, TicketId};
     let db = test_db().await;
     const TICKETS: usize = 6_000;
     let start = Utc::now();
-    let text = |s: &str| Text::parse("text", s, 100).unwrap();
     let technician = TechnicianId::from_uuid(uuid::Uuid::new_v4());
     let customer = CustomerId::from_uuid(uuid::Uuid::new_v4());
     let mut tickets: Vec<(TicketId, Ticket)> = (0..TICKETS)
@@ -855,36 +851,9 @@ async fn a_rebuild_over_many_batches_writes_what_following_the_log_wrote() {
     for round in 0..4i64 {
         let at = start + Days::minutes(round);
         for (n, (id, ticket)) in tickets.iter_mut().enumerate() {
-            let command = match round {
-                0 => TicketCommand::Raise(RaiseTicket {
-                    ticket_id: *id,
-                    number: TicketNumber::generate(at.date_naive(), n as u64 + 1),
-                    customer_id: customer,
-                    customer: Some(CustomerFacts {
-                        id: customer,
-                        tier: Tier::Paid,
-                    }),
-                    device_id: None,
-                    device: None,
-                    category: Category::Repair,
-                    subject: text(&format!("Ticket {n}")),
-                    description: text("Noise"),
-                    severity: Severity::Major,
-                    impact: Impact::parse("impact", 2).unwrap(),
-                    policy: Default::default(),
-                }),
-                1 => TicketCommand::AssignTechnician {
-                    technician_id: technician,
-                    technician: Some(TechnicianFacts {
-                        id: technician,
-                        active: true,
-                    }),
-                },
-                2 => TicketCommand::StartWork,
-                _ => TicketCommand::Resolve {
-                    resolution: text("Fixed"),
-                },
-            };
+            let command =
+                crate::projections::lifecycle(*id, customer, technician, n as u64 + 1, at)
+                    .swap_remove(round as usize);
             let events = ticket.decide(command, at).unwrap();
             let stream = StreamId::for_aggregate(Ticket::STREAM_PREFIX, *id);
             for e in &events {
