@@ -270,29 +270,44 @@ async fn apply_batch(
     apply_events(&mut tx, projector, log, from, events).await?;
     move_checkpoint(&mut tx, projector.name(), last.position).await?;
     tx.commit().await?;
+    announce(conn, projector.name(), last.position).await;
     Ok(BatchOutcome::Applied(last.position))
 }
 
-/// Sets the checkpoint and tells every listening process (read-your-writes waits, GraphQL
-/// subscriptions) that the projection moved, in one statement; the notification is delivered
-/// when the transaction commits.
+/// Sets the checkpoint, in the transaction that applied the events before it.
 async fn move_checkpoint(
     tx: &mut PgConnection,
     name: &str,
     position: i64,
 ) -> Result<(), ProjectionError> {
     sqlx::query!(
-        "WITH moved AS (
-             UPDATE public.projection_checkpoints SET position = $2, updated_at = now()
-              WHERE name = $1
-          RETURNING name, position)
-         SELECT pg_notify('ledger_projections', name || ':' || position::text) FROM moved",
+        "UPDATE public.projection_checkpoints SET position = $2, updated_at = now()
+          WHERE name = $1",
         name,
         position
     )
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Tells every listening process (read-your-writes waits, GraphQL subscriptions) that the
+/// projection moved, once the move has committed, in a transaction of its own: PostgreSQL
+/// keeps notifying transactions in line on one lock until their commit is flushed, so a NOTIFY
+/// inside the batch made projection batches and append batches wait for each other's WAL flush
+/// (see migrations/0009). A notification lost to a crash right after the commit is made up for
+/// by the listeners, which re-read the checkpoints when they have heard nothing for a while;
+/// so a failure here fails nothing.
+async fn announce(conn: &mut PgConnection, name: &str, position: i64) {
+    let sent = sqlx::query!(
+        "SELECT pg_notify('ledger_projections', $1)",
+        format!("{name}:{position}")
+    )
+    .execute(conn)
+    .await;
+    if let Err(e) = sent {
+        tracing::warn!(projection = name, error = %e, "could not announce the checkpoint");
+    }
 }
 
 /// Applies everything up to the current head, then returns how many events were applied.
@@ -874,6 +889,9 @@ async fn swap(
         .await?;
     move_checkpoint(&mut tx, name, position).await?;
     tx.commit().await?;
+    if let Ok(mut conn) = pool.acquire().await {
+        announce(&mut conn, name, position).await;
+    }
     Ok(position)
 }
 

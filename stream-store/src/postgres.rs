@@ -72,14 +72,16 @@ impl PgEventStore {
     pub fn new(pool: PgPool) -> Self {
         let (head_tx, head_rx) = watch::channel(0);
         let (writer_tx, writer_rx) = mpsc::channel(4 * MAX_BATCH);
+        let (committed_tx, committed_rx) = watch::channel(0);
         let head_tx = Arc::new(head_tx);
         let tail = Arc::new(Tail::default());
         tokio::spawn(run_writer(
             pool.clone(),
             writer_rx,
-            head_tx.clone(),
+            (head_tx.clone(), committed_tx),
             tail.clone(),
         ));
+        tokio::spawn(run_announcer(pool.clone(), committed_rx));
         let cache = Arc::new(StreamCache::new());
         let listener = tokio::spawn(run_listener(
             pool.clone(),
@@ -210,11 +212,7 @@ impl EventStore for PgEventStore {
     }
 
     async fn head(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar!(r#"SELECT COALESCE(MAX(position), 0) AS "head!" FROM events"#)
-                .fetch_one(&self.inner.pool)
-                .await?,
-        )
+        Ok(log_head(&self.inner.pool).await?)
     }
 
     fn subscribe_all(&self, after: i64) -> EventStream {
@@ -367,27 +365,51 @@ impl WriterSession {
 }
 
 /// Hands the events of committed appends to the tail, then announces the new head: a
-/// subscriber woken by the head finds them there.
+/// subscriber woken by the head finds them there. Other processes hear of it from the
+/// announcer (`committed`).
 fn publish<'a>(
     tail: &Tail,
-    head: &watch::Sender<i64>,
+    (head, committed): &Heads,
     results: impl IntoIterator<Item = &'a Result<AppendOutcome, StoreError>>,
     last: i64,
 ) {
-    let committed = results
+    let events = results
         .into_iter()
         .filter_map(|r| r.as_ref().ok())
         .filter(|o| !o.duplicate)
         .flat_map(|o| o.events.iter().cloned().map(Arc::new))
         .collect();
-    tail.committed(committed);
+    tail.committed(events);
     head.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+    committed.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+}
+
+/// This process's head (what its subscribers follow) and the last position its writer
+/// committed (what the announcer tells other processes).
+type Heads = (Arc<watch::Sender<i64>>, watch::Sender<i64>);
+
+/// NOTIFYs every other process of this process's committed appends, after their commit and in
+/// a transaction of its own (see migrations/0009: inside the append it made every notifying
+/// commit wait for the others' WAL flush). Announcements coalesce: while one is sent, later
+/// commits only raise the position the next one carries. A notification lost to a crash right
+/// after a commit is made up for by the listeners, which re-read the head when they have heard
+/// nothing for `POLL_FALLBACK`.
+async fn run_announcer(pool: PgPool, mut committed: watch::Receiver<i64>) {
+    while committed.changed().await.is_ok() {
+        let last = committed.borrow_and_update().to_string();
+        let sent = sqlx::query!("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, last)
+            .execute(&pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "could not announce appended events");
+        }
+    }
 }
 
 async fn run_writer(
     pool: PgPool,
     mut jobs: mpsc::Receiver<AppendJob>,
-    head: Arc<watch::Sender<i64>>,
+    heads: Heads,
     tail: Arc<Tail>,
 ) {
     let mut session = WriterSession { pool, conn: None };
@@ -402,7 +424,7 @@ async fn run_writer(
         );
         match outcome {
             Ok((results, last)) => {
-                publish(&tail, &head, &results, last);
+                publish(&tail, &heads, &results, last);
                 for (job, result) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -416,7 +438,7 @@ async fn run_writer(
                     let result = session.append(std::slice::from_ref(&job)).await;
                     let result = match result {
                         Ok((mut results, last)) => {
-                            publish(&tail, &head, &results, last);
+                            publish(&tail, &heads, &results, last);
                             results
                                 .pop()
                                 .unwrap_or_else(|| Err(StoreError::Invalid("no result".into())))
@@ -653,6 +675,13 @@ async fn run_listener(
     }
 }
 
+/// The last position in the log (0 when empty).
+async fn log_head<'c>(conn: impl sqlx::PgExecutor<'c>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT COALESCE(MAX(position), 0) AS "head!" FROM events"#)
+        .fetch_one(conn)
+        .await
+}
+
 async fn follow_log(
     pool: &PgPool,
     head: &watch::Sender<i64>,
@@ -662,14 +691,20 @@ async fn follow_log(
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
     // Listening already: every later append is announced, everything before is in the head.
-    let now = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(position), 0) AS "head!" FROM events"#)
-        .fetch_one(&mut listener)
-        .await?;
+    let now = log_head(&mut listener).await?;
     cache.reset(Some(now));
     head.send_modify(|h| *h = (*h).max(now));
-    while let Some(n) = listener.try_recv().await? {
-        let Ok(p) = n.payload().parse::<i64>() else {
-            continue;
+    loop {
+        let p = match tokio::time::timeout(POLL_FALLBACK, listener.try_recv()).await {
+            Ok(Ok(Some(n))) => match n.payload().parse::<i64>() {
+                Ok(p) => p,
+                Err(_) => continue,
+            },
+            // The connection was lost: notifications may have been missed.
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            // Quiet: a writer that died between its commit and its announcement is heard of here.
+            Err(_) => log_head(&mut listener).await?,
         };
         if let Some(from) = cache.mark().filter(|from| *from < p) {
             // This process's own batches are known without asking.
@@ -694,5 +729,4 @@ async fn follow_log(
         }
         head.send_if_modified(|h| std::mem::replace(h, (*h).max(p)) < p);
     }
-    Ok(())
 }

@@ -483,6 +483,43 @@ async fn postgres_stream_caches_follow_other_writers() {
     .await;
 }
 
+/// A writer announces its appends after they commit (migrations/0009); one that dies in
+/// between leaves a committed append nobody was told of. The other processes' stream caches
+/// and subscribers still find it: their listeners re-read the head when the log is quiet. The
+/// orphan is written here with plain SQL, as that writer's commit left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_append_whose_announcement_was_lost_is_found() {
+    let db = crate::harness::test_db().await;
+    let store = &*db.store;
+    let s = stream("orphan");
+    store
+        .append(&s, ExpectedVersion::NoStream, events(2), &meta())
+        .await
+        .unwrap();
+    assert_eq!(stream_len(store, &s).await, 2);
+    let mut feed = store.subscribe_all(2);
+    sqlx::query(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                             data, command_id, correlation_id, causation_id, actor_id,
+                             actor_role, recorded_at)
+         VALUES (3, $1, 3, $2, 'Orphaned', 1, '{}', $3, $3, $3, 'crashed', 'system', now())",
+    )
+    .bind(s.as_str())
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    crate::harness::eventually(Duration::from_secs(5), "the cache to find it", || async {
+        (stream_len(store, &s).await == 3).then_some(())
+    })
+    .await;
+    let next = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("the subscriber to find it");
+    assert_eq!(next.unwrap().unwrap().event_type, "Orphaned");
+}
+
 /// A store answers reads of the log's newest events from what its own writer just committed
 /// (src/tail.rs), but never across another process's append: here the log is a, b, a, and a
 /// reader of the first store, however it starts, sees b's event between its own.
