@@ -526,51 +526,79 @@ async fn gather(
 /// Scenario 7: what PostgreSQL itself commits: pgbench, one row per commit at 32 clients, and
 /// 100 rows per commit.
 fn pgbench(url: &str, seconds: u64) -> anyhow::Result<Value> {
+    Ok(
+        json!({ "one_row_per_commit_tps_32_clients": pgbench_run(url, seconds, Pgbench::OneRow)?, "hundred_rows_per_commit_rows_per_s": pgbench_run(url, seconds, Pgbench::HundredRows)? }),
+    )
+}
+
+/// What one pgbench run commits at 32 clients.
+#[derive(Clone, Copy)]
+enum Pgbench {
+    /// One row per commit: transactions/s.
+    OneRow,
+    /// 100 rows per commit: rows/s.
+    HundredRows,
+}
+
+/// pgbench once more, bracketing `scenario`: run just before and just after it, the mean
+/// of the two is the limit at the moment the scenario ran. (On a shared VM the limit moves by
+/// tens of percent within minutes: measured minutes apart, a ratio would mostly measure that.)
+async fn bracketed<T>(
+    url: &str,
+    seconds: u64,
+    which: Pgbench,
+    scenario: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Value)> {
+    let before = pgbench_run(url, seconds, which)?;
+    let result = scenario.await?;
+    let after = pgbench_run(url, seconds, which)?;
+    Ok((
+        result,
+        json!({ "before": before, "after": after, "mean": (before + after) / 2.0 }),
+    ))
+}
+
+fn pgbench_run(url: &str, seconds: u64, which: Pgbench) -> anyhow::Result<f64> {
     let bin = EmbeddedPostgres::bin_dir()?.join("pgbench");
     let dir = tempfile_dir()?;
-    let one = dir.join("one.sql");
-    let hundred = dir.join("hundred.sql");
-    std::fs::write(&one, "INSERT INTO bench_rows (v) VALUES (random());\n")?;
-    std::fs::write(
-        &hundred,
-        "INSERT INTO bench_rows (v) SELECT random() FROM generate_series(1, 100);\n",
-    )?;
-    let run = |script: &std::path::Path| -> anyhow::Result<f64> {
-        let out = Command::new(&bin)
-            .args([
-                "-n",
-                "-c",
-                "32",
-                "-j",
-                "2",
-                "-T",
-                &seconds.to_string(),
-                "-f",
-            ])
-            .arg(script)
-            .arg(url)
-            .output()
-            .context("running pgbench")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let tps = text
-            .lines()
-            .find(|l| l.starts_with("tps = "))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .and_then(|v| v.parse::<f64>().ok())
-            .with_context(|| {
-                format!(
-                    "pgbench said: {text}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
-        Ok(tps)
+    let script = dir.join("script.sql");
+    let (sql, rows) = match which {
+        Pgbench::OneRow => ("INSERT INTO bench_rows (v) VALUES (random());\n", 1.0),
+        Pgbench::HundredRows => (
+            "INSERT INTO bench_rows (v) SELECT random() FROM generate_series(1, 100);\n",
+            100.0,
+        ),
     };
-    let one_tps = run(&one)?;
-    let hundred_tps = run(&hundred)?;
+    std::fs::write(&script, sql)?;
+    let out = Command::new(&bin)
+        .args([
+            "-n",
+            "-c",
+            "32",
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .context("running pgbench")?;
     let _ = std::fs::remove_dir_all(dir);
-    Ok(
-        json!({ "one_row_per_commit_tps_32_clients": one_tps, "hundred_rows_per_commit_rows_per_s": hundred_tps * 100.0 }),
-    )
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| {
+            format!(
+                "pgbench said: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    Ok(tps * rows)
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -667,8 +695,15 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         let mut commands = Vec::new();
         for c in [1, 8, 32, 128] {
             reset_peak(server.pid());
-            let mut result =
-                http_commands(&http, c, options.seconds, &customer, &technician).await?;
+            let run = http_commands(&http, c, options.seconds, &customer, &technician);
+            let mut result = if c == 32 {
+                let (result, limit) =
+                    bracketed(&url, options.seconds, Pgbench::OneRow, run).await?;
+                report["pgbench_next_to_commands_32"] = limit;
+                result
+            } else {
+                run.await?
+            };
             result["serve_peak_rss_mib"] = json!(rss_kib(server.pid(), "VmHWM:") as f64 / 1024.0);
             commands.push(result);
         }
@@ -780,15 +815,21 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
 
     if wants(Scenario::Rebuild) {
         step("rebuild of every read model");
-        let mut rebuilds = Vec::new();
         let head = store.head().await?;
-        for p in projections::all_projectors() {
-            let started = Instant::now();
-            projections::rebuild(&store, &pool, &*p, &|_, _| {}).await?;
-            let seconds = started.elapsed().as_secs_f64();
-            rebuilds.push(json!({ "projection": p.name(), "events": head, "seconds": seconds, "events_per_s": head as f64 / seconds }));
-        }
+        let rebuild_all = async {
+            let mut rebuilds = Vec::new();
+            for p in projections::all_projectors() {
+                let started = Instant::now();
+                projections::rebuild(&store, &pool, &*p, &|_, _| {}).await?;
+                let seconds = started.elapsed().as_secs_f64();
+                rebuilds.push(json!({ "projection": p.name(), "events": head, "seconds": seconds, "events_per_s": head as f64 / seconds }));
+            }
+            anyhow::Ok(rebuilds)
+        };
+        let (rebuilds, limit) =
+            bracketed(&url, options.seconds, Pgbench::HundredRows, rebuild_all).await?;
         report["rebuild"] = json!(rebuilds);
+        report["pgbench_next_to_rebuild"] = limit;
     }
     finish(
         report,
@@ -810,12 +851,15 @@ async fn finish(
     dir: PathBuf,
     output: &std::path::Path,
 ) -> anyhow::Result<Value> {
-    // Ratios to what PostgreSQL itself commits, measured in the same run.
-    let one = report["pgbench"]["one_row_per_commit_tps_32_clients"]
+    // Ratios to what PostgreSQL itself commits, measured in the same run: by pgbench bracketing
+    // the scenario when it ran there, else by the run's first pgbench.
+    let one = report["pgbench_next_to_commands_32"]["mean"]
         .as_f64()
+        .or(report["pgbench"]["one_row_per_commit_tps_32_clients"].as_f64())
         .unwrap_or(f64::NAN);
-    let rows = report["pgbench"]["hundred_rows_per_commit_rows_per_s"]
+    let rows = report["pgbench_next_to_rebuild"]["mean"]
         .as_f64()
+        .or(report["pgbench"]["hundred_rows_per_commit_rows_per_s"].as_f64())
         .unwrap_or(f64::NAN);
     let commands32 = report["http_commands"][2]["commands_per_s"]
         .as_f64()
@@ -831,6 +875,8 @@ async fn finish(
     report["ratios"] = json!({
         "commands_32_clients_vs_pgbench_one_row_tps": commands32 / one,
         "slowest_rebuild_vs_pgbench_100_rows_per_s": slowest_rebuild / rows,
+        "pgbench_one_row_tps_used": one,
+        "pgbench_100_rows_per_s_used": rows,
     });
     pool.close().await;
     if embedded.is_none() {
@@ -933,8 +979,28 @@ pub fn table(report: &Value) -> String {
             f(&r["events_per_s"])
         ));
     }
+    for (key, what) in [
+        (
+            "pgbench_next_to_commands_32",
+            "tps (1 row/commit) around HTTP commands at 32 clients",
+        ),
+        (
+            "pgbench_next_to_rebuild",
+            "rows/s (100 rows/commit) around the rebuilds",
+        ),
+    ] {
+        let limit = &report[key];
+        if !limit.is_null() {
+            out.push_str(&format!(
+                "pgbench {what}: {} before, {} after, mean {}\n",
+                f(&limit["before"]),
+                f(&limit["after"]),
+                f(&limit["mean"])
+            ));
+        }
+    }
     out.push_str(&format!(
-        "\nratios: commands(32)/pgbench tps = {:.3}; slowest rebuild/pgbench rows = {:.3}\n",
+        "\nratios (to pgbench around the scenario where it ran): commands(32)/pgbench tps = {:.3}; slowest rebuild/pgbench rows = {:.3}\n",
         report["ratios"]["commands_32_clients_vs_pgbench_one_row_tps"]
             .as_f64()
             .unwrap_or(f64::NAN),

@@ -267,7 +267,8 @@ async fn a_long_log_is_copied_in_sql_ranges_without_gaps_or_repeats() {
 }
 
 /// A ticket's way from its raise to resolved: raise (the `seq`th ticket of the day), assign,
-/// start, resolve.
+/// start, resolve. Its texts hold what a bulk load must escape (tab, line breaks, backslashes,
+/// a literal `\N`).
 pub(crate) fn lifecycle(
     id: domain::TicketId,
     customer: domain::CustomerId,
@@ -293,7 +294,7 @@ pub(crate) fn lifecycle(
             device: None,
             category: Category::Repair,
             subject: text("Fan noise"),
-            description: text("Loud"),
+            description: text("Loud\tfan,\r\nrattles \\N at C:\\fan\\"),
             severity: Severity::Major,
             impact: Impact::parse("impact", 2).unwrap(),
             policy: Default::default(),
@@ -307,7 +308,7 @@ pub(crate) fn lifecycle(
         },
         TicketCommand::StartWork,
         TicketCommand::Resolve {
-            resolution: text("Cleaned"),
+            resolution: text("Cleaned\n\\ done"),
         },
     ]
 }
