@@ -557,6 +557,7 @@ pub struct EventResponse {
     pub event_id: Uuid,
     pub version: i64,
     pub position: i64,
+    /// The event's payload; secret fields (password hashes) read `"[redacted]"`.
     pub data: serde_json::Value,
 }
 

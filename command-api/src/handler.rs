@@ -161,12 +161,16 @@ fn respond(outcome: AppendOutcome, command_id: Uuid) -> (StatusCode, Json<Comman
         events: outcome
             .events
             .into_iter()
-            .map(|e| EventResponse {
-                event_type: e.event_type,
-                event_id: e.event_id,
-                version: e.version,
-                position: e.position,
-                data: e.data,
+            .map(|mut e| {
+                // The answer may be logged or cached on its way: no password hash in it.
+                domain::redact(&mut e.data);
+                EventResponse {
+                    event_type: e.event_type,
+                    event_id: e.event_id,
+                    version: e.version,
+                    position: e.position,
+                    data: e.data,
+                }
             })
             .collect(),
     };

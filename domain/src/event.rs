@@ -54,6 +54,21 @@ pub trait EventPayload: Sized + Serialize + DeserializeOwned {
     }
 }
 
+/// Payload fields no reader outside the domain gets to see: the audit log and every answer
+/// carry `"[redacted]"` in their place (the SQL copy of the audit log does the same).
+const SECRET_FIELDS: &[&str] = &["passwordHash"];
+
+/// Replaces the secret fields of an event's payload, in place.
+pub fn redact(data: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = data {
+        for field in SECRET_FIELDS {
+            if let Some(value) = map.get_mut(*field) {
+                *value = serde_json::Value::String("[redacted]".into());
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("event {event_type} has unknown schema version {schema_version}")]

@@ -30,7 +30,7 @@ pub use device::{
     RegisterDevice, ServiceStatus,
 };
 pub use error::{DomainError, ValueError};
-pub use event::{DecodeError, EventPayload};
+pub use event::{redact, DecodeError, EventPayload};
 pub use ids::{CustomerId, DeviceId, NoteId, PartId, PaymentId, TechnicianId, TicketId, UserId};
 pub use part::{AddPart, Part, PartCommand, PartEvent, PartState};
 pub use reservation::ReservationEvent;

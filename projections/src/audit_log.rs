@@ -58,7 +58,7 @@ impl Projector for AuditLog {
     }
 
     /// The same rows as `apply`, copied inside the database: no event travels to this process
-    /// and back. The redaction is `redact`'s, in SQL.
+    /// and back. The redaction is `domain::redact`'s, in SQL.
     async fn apply_from_log(
         &self,
         tx: &mut PgConnection,
@@ -117,21 +117,9 @@ impl<'a> Rows<'a> {
         self.correlation_id.push(e.correlation_id);
         self.causation_id.push(e.causation_id);
         self.recorded_at.push(e.recorded_at);
-        // Auditors read everything but password hashes.
-        self.data.push(redact(&e.data));
-    }
-}
-
-fn redact(data: &serde_json::Value) -> serde_json::Value {
-    match data {
-        serde_json::Value::Object(map) if map.contains_key("passwordHash") => {
-            let mut map = map.clone();
-            map.insert(
-                "passwordHash".into(),
-                serde_json::Value::String("[redacted]".into()),
-            );
-            serde_json::Value::Object(map)
-        }
-        other => other.clone(),
+        // Auditors read everything but secrets (password hashes).
+        let mut data = e.data.clone();
+        domain::redact(&mut data);
+        self.data.push(data);
     }
 }

@@ -553,7 +553,11 @@ async fn one_time_passwords_must_change_and_failures_are_throttled() {
         (status, weak["error"]["code"].as_str()),
         (422, Some("WEAK_PASSWORD"))
     );
-    ok(&w.admin, "RegisterUser", json!({ "email": "temp@example.com", "name": "T", "role": "admin", "password": "Temp-pass-1", "mustChangePassword": true })).await;
+    let registered = ok(&w.admin, "RegisterUser", json!({ "email": "temp@example.com", "name": "T", "role": "admin", "password": "Temp-pass-1", "mustChangePassword": true })).await;
+    assert_eq!(
+        registered["passwordHash"], "[redacted]",
+        "no password hash in a command's answer"
+    );
     let temp = Api::login(&w.admin.base, "temp@example.com", "Temp-pass-1").await;
     let (status, answer) = temp
         .command("AddPart", json!({ "name": "X", "unitCost": 1 }))
@@ -569,12 +573,13 @@ async fn one_time_passwords_must_change_and_failures_are_throttled() {
         )
         .await;
     assert_eq!(status, 401);
-    ok(
+    let changed = ok(
         &temp,
         "ChangePassword",
         json!({ "currentPassword": "Temp-pass-1", "newPassword": "New-pass-22" }),
     )
     .await;
+    assert_eq!(changed["passwordHash"], "[redacted]");
     assert_eq!(
         temp.get("/auth/me").await.status(),
         401,
