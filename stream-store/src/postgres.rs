@@ -104,6 +104,26 @@ impl PgEventStore {
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }
+
+    /// `read_all` from the table, past this process's tail and head (which only move when an
+    /// append is heard of).
+    async fn read_all_from_table(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query_as!(
+            EventRow,
+            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+                    command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
+             FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            after,
+            limit_i64(limit)
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
 }
 
 #[async_trait]
@@ -198,17 +218,7 @@ impl EventStore for PgEventStore {
         if let Some(events) = self.inner.tail.read_all(after, limit, head) {
             return Ok(events);
         }
-        let rows = sqlx::query_as!(
-            EventRow,
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
-                    command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-             FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            after,
-            limit_i64(limit)
-        )
-        .fetch_all(&self.inner.pool)
-        .await?;
-        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+        self.read_all_from_table(after, limit).await
     }
 
     async fn head(&self) -> Result<i64, StoreError> {
@@ -251,17 +261,26 @@ impl Subscription {
                 self.after = event.position;
                 return Some((Ok(event), self));
             }
+            let mut heard = true;
             if std::mem::take(&mut self.drained) {
-                self.wait_for_head().await;
+                heard = self.wait_for_head().await;
             }
             // Mark the head as seen *before* reading: a commit after the read changes it again.
             self.head.borrow_and_update();
-            match self.store.read_all(self.after, SUBSCRIPTION_PAGE).await {
+            // Nothing heard for a while: ask the table itself, should an announcement be lost.
+            let read = if heard {
+                self.store.read_all(self.after, SUBSCRIPTION_PAGE).await
+            } else {
+                self.store
+                    .read_all_from_table(self.after, SUBSCRIPTION_PAGE)
+                    .await
+            };
+            match read {
                 Ok(events) if !events.is_empty() => {
                     self.drained = events.len() < SUBSCRIPTION_PAGE;
                     self.buffer.extend(events);
                 }
-                Ok(_) => self.wait_for_head().await,
+                Ok(_) => self.drained = true,
                 Err(e) => {
                     tokio::time::sleep(POLL_FALLBACK).await;
                     return Some((Err(e), self));
@@ -270,11 +289,16 @@ impl Subscription {
         }
     }
 
-    /// Until the head moves past what was seen (or `POLL_FALLBACK`, should a notification be
-    /// lost).
-    async fn wait_for_head(&mut self) {
-        if let Ok(Err(_)) = tokio::time::timeout(POLL_FALLBACK, self.head.changed()).await {
-            tokio::time::sleep(POLL_FALLBACK).await;
+    /// Until the head moves past what was seen (true), or `POLL_FALLBACK` passed without a
+    /// word (false).
+    async fn wait_for_head(&mut self) -> bool {
+        match tokio::time::timeout(POLL_FALLBACK, self.head.changed()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                tokio::time::sleep(POLL_FALLBACK).await;
+                false
+            }
+            Err(_) => false,
         }
     }
 }
@@ -704,7 +728,9 @@ async fn follow_log(
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
             // Quiet: a writer that died between its commit and its announcement is heard of here.
-            Err(_) => log_head(&mut listener).await?,
+            // Asked on a pooled connection: the listener's own was cut off mid-receive, and
+            // sqlx does not promise that a query on it then finds the protocol where it expects.
+            Err(_) => log_head(pool).await?,
         };
         if let Some(from) = cache.mark().filter(|from| *from < p) {
             // This process's own batches are known without asking.
