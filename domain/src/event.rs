@@ -54,8 +54,8 @@ pub trait EventPayload: Sized + Serialize + DeserializeOwned {
     }
 }
 
-/// Payload fields no reader outside the domain gets to see: the audit log and every answer
-/// carry `"[redacted]"` in their place (the SQL copy of the audit log does the same).
+/// Payload fields no reader outside the domain gets to see: the audit log's reads and every
+/// command answer carry `"[redacted]"` in their place.
 const SECRET_FIELDS: &[&str] = &["passwordHash"];
 
 /// Replaces the secret fields of an event's payload, in place.

@@ -4,7 +4,9 @@ use stream_store::{EventStore, RecordedEvent};
 
 use crate::{ProjectionError, Projector};
 
-/// Every event of the store as auditors read it.
+/// Every event of the store as auditors read it. Where the log is the `events` table of the
+/// same database, only the columns auditors filter and sort on are kept (the rest is read from
+/// the log by position); where it is elsewhere, every column, the payload redacted.
 pub struct AuditLog;
 
 #[async_trait]
@@ -57,8 +59,10 @@ impl Projector for AuditLog {
         Ok(())
     }
 
-    /// The same rows as `apply`, copied inside the database: no event travels to this process
-    /// and back. The redaction is `domain::redact`'s, in SQL.
+    /// The rows of `apply` reduced to the columns auditors filter and sort on, copied inside
+    /// the database: no event travels to this process and back, and no payload is written a
+    /// second time. The other columns stay NULL: readers complete them from the log's table,
+    /// which this path is only taken next to (`query_graphql::audit_entries`).
     async fn apply_from_log(
         &self,
         tx: &mut PgConnection,
@@ -66,16 +70,10 @@ impl Projector for AuditLog {
         up_to: i64,
     ) -> Result<bool, ProjectionError> {
         sqlx::query!(
-            r#"INSERT INTO audit_log (position, stream_id, version, event_id, event_type,
-                                    schema_version, actor_id, actor_role, command_id,
-                                    correlation_id, causation_id, recorded_at, data)
-               SELECT position, stream_id, version, event_id, event_type, schema_version,
-                      actor_id, actor_role, command_id, correlation_id, causation_id,
-                      recorded_at,
-                      CASE WHEN jsonb_typeof(data) = 'object' AND data ? 'passwordHash'
-                           THEN jsonb_set(data, '{passwordHash}', '"[redacted]"')
-                           ELSE data END
-               FROM public.events WHERE position > $1 AND position <= $2"#,
+            "INSERT INTO audit_log (position, stream_id, event_type, actor_id, correlation_id,
+                                    recorded_at)
+             SELECT position, stream_id, event_type, actor_id, correlation_id, recorded_at
+             FROM public.events WHERE position > $1 AND position <= $2",
             after,
             up_to
         )

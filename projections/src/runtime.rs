@@ -92,7 +92,9 @@ pub trait Projector: Send + Sync + 'static {
 
     /// Applies the events at positions `after < p <= up_to` reading them straight from the
     /// log's table in SQL, which the runtime asks for only when the log is the `events` table
-    /// of this very database. Must write exactly the rows `apply` writes for those events.
+    /// of this very database. Must write the rows `apply` writes for those events, except
+    /// that it may leave to readers what they can read from the log's table itself (the
+    /// audit log leaves the payloads).
     /// Returns `false` (having done nothing) when the projector has no such path. A rebuild
     /// copies disjoint ranges at the same time, each in its own transaction and in any order,
     /// so the rows of one position must not depend on the rows of another.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, InputObject, Json, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use stream_store::EventStore;
 use uuid::Uuid;
 
@@ -27,7 +27,7 @@ pub struct AuditFilter {
 }
 
 /// One event of the global log, as the audit log read model holds it.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug, PartialEq)]
 pub struct AuditEntry {
     pub position: i64,
     pub stream_id: String,
@@ -42,6 +42,80 @@ pub struct AuditEntry {
     pub causation_id: ID,
     pub recorded_at: DateTime<Utc>,
     pub data: Json<serde_json::Value>,
+}
+
+/// The audit log's entries matching `f`, oldest first (`limit` of them after skipping
+/// `offset`). Rows the projection copied in SQL hold only the columns filtered on; the rest is
+/// read from the log's table by position. Payloads are redacted (`domain::redact`) whichever
+/// way they were stored.
+pub async fn audit_entries(
+    conn: &mut PgConnection,
+    f: &AuditFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AuditEntry>> {
+    let correlation = f
+        .correlation_id
+        .as_ref()
+        .map(crate::tickets::parse_id)
+        .transpose()?;
+    // A row with its payload was written by the projector's Rust code (the log is elsewhere,
+    // and `events` may hold other events at the same positions): it is complete as it is.
+    let rows = sqlx::query!(
+        r#"SELECT a.position, a.stream_id, a.event_type, a.actor_id, a.correlation_id,
+                  a.recorded_at,
+                  COALESCE(a.version, e.version) AS "version!",
+                  COALESCE(a.event_id, e.event_id) AS "event_id!",
+                  COALESCE(a.schema_version, e.schema_version) AS "schema_version!",
+                  COALESCE(a.actor_role, e.actor_role) AS "actor_role!",
+                  COALESCE(a.command_id, e.command_id) AS "command_id!",
+                  COALESCE(a.causation_id, e.causation_id) AS "causation_id!",
+                  COALESCE(a.data, e.data) AS "data!"
+           FROM audit_log a
+           LEFT JOIN events e ON a.data IS NULL AND e.position = a.position
+           WHERE ($1::text IS NULL OR a.actor_id = $1) AND ($2::text IS NULL OR a.stream_id = $2)
+             AND ($3::text IS NULL OR a.event_type = $3)
+             AND ($4::uuid IS NULL OR a.correlation_id = $4)
+             AND ($5::timestamptz IS NULL OR a.recorded_at >= $5)
+             AND ($6::timestamptz IS NULL OR a.recorded_at < $6)
+           ORDER BY a.position LIMIT $7 OFFSET $8"#,
+        f.actor_id,
+        f.stream_id,
+        f.event_type,
+        correlation,
+        f.from,
+        f.to,
+        limit,
+        offset
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(gql)?;
+    let id = |u: Uuid| ID(u.to_string());
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mut data = r.data;
+            domain::redact(&mut data);
+            AuditEntry {
+                position: r.position,
+                stream_id: r.stream_id,
+                version: r.version,
+                event_id: id(r.event_id),
+                event_type: r.event_type,
+                schema_version: r.schema_version,
+                actor: Actor {
+                    id: r.actor_id,
+                    role: r.actor_role,
+                },
+                command_id: id(r.command_id),
+                correlation_id: id(r.correlation_id),
+                causation_id: id(r.causation_id),
+                recorded_at: r.recorded_at,
+                data: Json(data),
+            }
+        })
+        .collect())
 }
 
 /// How far a projection has got.
@@ -74,33 +148,13 @@ impl AuditQueries {
         let pool = ctx.data::<PgPool>()?;
         let f = filter.unwrap_or_default();
         let (offset, limit) = window(first, after)?;
+        let mut conn = pool.acquire().await.map_err(gql)?;
+        let entries = audit_entries(&mut conn, &f, limit + 1, offset).await?;
         let correlation = f
             .correlation_id
             .as_ref()
             .map(crate::tickets::parse_id)
             .transpose()?;
-        let rows = sqlx::query!(
-            "SELECT position, stream_id, version, event_id, event_type, schema_version,
-                    actor_id, actor_role, command_id, correlation_id, causation_id,
-                    recorded_at, data
-             FROM audit_log
-             WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)
-               AND ($3::text IS NULL OR event_type = $3) AND ($4::uuid IS NULL OR correlation_id = $4)
-               AND ($5::timestamptz IS NULL OR recorded_at >= $5)
-               AND ($6::timestamptz IS NULL OR recorded_at < $6)
-             ORDER BY position LIMIT $7 OFFSET $8",
-            f.actor_id,
-            f.stream_id,
-            f.event_type,
-            correlation,
-            f.from,
-            f.to,
-            limit + 1,
-            offset
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(gql)?;
         let total = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "count!" FROM audit_log
                WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)
@@ -114,30 +168,9 @@ impl AuditQueries {
             f.from,
             f.to
         )
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(gql)?;
-        let id = |u: Uuid| ID(u.to_string());
-        let entries = rows
-            .into_iter()
-            .map(|r| AuditEntry {
-                position: r.position,
-                stream_id: r.stream_id,
-                version: r.version,
-                event_id: id(r.event_id),
-                event_type: r.event_type,
-                schema_version: r.schema_version,
-                actor: Actor {
-                    id: r.actor_id,
-                    role: r.actor_role,
-                },
-                command_id: id(r.command_id),
-                correlation_id: id(r.correlation_id),
-                causation_id: id(r.causation_id),
-                recorded_at: r.recorded_at,
-                data: Json(r.data),
-            })
-            .collect();
         Ok(page(entries, offset, limit, total))
     }
 

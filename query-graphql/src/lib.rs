@@ -14,6 +14,7 @@ mod subscriptions;
 mod tickets;
 mod types;
 
+pub use audit::{audit_entries, AuditEntry, AuditFilter};
 pub use error::QueryError;
 pub use freshness::Freshness;
 

@@ -507,7 +507,7 @@ fn staff_only(ctx: &Context<'_>) -> Result<()> {
 }
 
 /// Who caused an event.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Debug, PartialEq)]
 pub struct Actor {
     pub id: String,
     pub role: String,
