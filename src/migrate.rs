@@ -71,7 +71,7 @@ async fn append_group(to: &dyn EventStore, group: &[RecordedEvent]) -> anyhow::R
             event_id: e.event_id,
             event_type: e.event_type.clone(),
             schema_version: e.schema_version,
-            data: e.data.clone(),
+            data: e.data.to_value(),
         })
         .collect();
     let outcome = to

@@ -15,7 +15,7 @@ pub async fn replay(store: &dyn EventStore, ticket: &str, json: bool) -> anyhow:
     let mut steps = Vec::new();
     let mut text = String::new();
     for e in &events {
-        let event = TicketEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+        let event = TicketEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())
             .with_context(|| format!("event at position {}", e.position))?;
         if let Some(event) = &event {
             state = state.evolve(event);
@@ -27,7 +27,7 @@ pub async fn replay(store: &dyn EventStore, ticket: &str, json: bool) -> anyhow:
                 "schemaVersion": e.schema_version, "eventId": e.event_id,
                 "recordedAt": e.recorded_at, "actor": e.actor, "commandId": e.command_id,
                 "correlationId": e.correlation_id, "causationId": e.causation_id,
-                "data": e.data, "stateAfter": after,
+                "data": e.data.to_value(), "stateAfter": after,
             }));
         } else {
             text.push_str(&format!(
@@ -38,7 +38,7 @@ pub async fn replay(store: &dyn EventStore, ticket: &str, json: bool) -> anyhow:
                 e.event_type,
                 e.actor.id,
                 e.actor.role,
-                e.data
+                e.data.to_value()
             ));
             if let Some(s) = after {
                 text.push_str(&format!(
@@ -70,7 +70,7 @@ async fn ticket_stream(store: &dyn EventStore, ticket: &str) -> anyhow::Result<S
     let key = StreamId::for_aggregate("ticket-number", number.as_str());
     let claims = read_full_stream(store, &key).await?;
     let owner = claims.iter().rev().find_map(|e| {
-        ReservationEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+        ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())
             .ok()
             .flatten()
             .and_then(|r| r.holder().map(str::to_owned))

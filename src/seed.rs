@@ -21,7 +21,7 @@ async fn send(
     Ok(outcome
         .events
         .first()
-        .map(|e| e.data.clone())
+        .map(|e| e.data.to_value())
         .unwrap_or(Value::Null))
 }
 

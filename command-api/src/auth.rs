@@ -225,7 +225,7 @@ pub async fn user_by_email(
     let key = StreamId::new(format!("user-email-{}", email.as_str()))?;
     let claims = read_full_stream(store, &key).await?;
     let holder = claims.last().and_then(|e| {
-        ReservationEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+        ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())
             .ok()
             .flatten()
             .and_then(|r| r.holder().map(str::to_owned))

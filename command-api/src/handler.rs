@@ -161,15 +161,16 @@ fn respond(outcome: AppendOutcome, command_id: Uuid) -> (StatusCode, Json<Comman
         events: outcome
             .events
             .into_iter()
-            .map(|mut e| {
+            .map(|e| {
                 // The answer may be logged or cached on its way: no password hash in it.
-                domain::redact(&mut e.data);
+                let mut data = e.data.to_value();
+                domain::redact(&mut data);
                 EventResponse {
                     event_type: e.event_type,
                     event_id: e.event_id,
                     version: e.version,
                     position: e.position,
-                    data: e.data,
+                    data,
                 }
             })
             .collect(),

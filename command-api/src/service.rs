@@ -360,12 +360,12 @@ impl CommandService {
         let unit_cost = taken
             .events
             .iter()
-            .find_map(
-                |e| match PartEvent::from_stored(&e.event_type, e.schema_version, &e.data) {
+            .find_map(|e| {
+                match PartEvent::from_stored(&e.event_type, e.schema_version, e.data.raw()) {
                     Ok(Some(PartEvent::StockUsed { unit_cost, .. })) => Some(unit_cost),
                     _ => None,
-                },
-            )
+                }
+            })
             .unwrap_or(part_facts.unit_cost);
         let record = TicketCommand::UsePart {
             part: PartFacts {
@@ -672,7 +672,7 @@ impl CommandService {
         let events = read_full_stream(&*self.store, key).await?;
         let version = events.last().map_or(0, |e| e.version);
         let holder = events.last().and_then(|e| {
-            ReservationEvent::from_stored(&e.event_type, e.schema_version, &e.data)
+            ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())
                 .ok()
                 .flatten()
                 .and_then(|r| r.holder().map(str::to_owned))

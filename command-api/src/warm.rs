@@ -131,7 +131,7 @@ fn fold<A: Aggregate>(
     events: &[RecordedEvent],
 ) -> Result<(A, i64), ApiError> {
     for e in events {
-        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
+        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, e.data.raw())
             .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
         if let Some(event) = decoded {
             state = state.evolve(&event);

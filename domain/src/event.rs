@@ -24,11 +24,12 @@ pub trait EventPayload: Sized + Serialize + DeserializeOwned {
         }
     }
 
-    /// Decodes a stored event. `Ok(None)` when the type belongs to another aggregate.
+    /// Decodes a stored event from its JSON text. `Ok(None)` when the type belongs to another
+    /// aggregate.
     fn from_stored(
         event_type: &str,
         schema_version: i32,
-        data: &serde_json::Value,
+        data: &serde_json::value::RawValue,
     ) -> Result<Option<Self>, DecodeError> {
         if !Self::TYPES.contains(&event_type) {
             return Ok(None);
@@ -39,18 +40,19 @@ pub trait EventPayload: Sized + Serialize + DeserializeOwned {
                 schema_version,
             });
         }
-        // The tag first, then the payload as stored, borrowed: serde then decodes the payload
-        // straight into its variant (a tag after the payload makes it buffer the payload).
-        let tag = serde_json::Value::String(event_type.to_owned());
+        let payload = |source| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            source,
+        };
+        // The tag first, then the payload's text: serde then parses the payload straight into
+        // its variant (a tag after the payload makes it buffer the payload).
+        let tag = serde_json::to_string(event_type)
+            .and_then(serde_json::value::RawValue::from_string)
+            .map_err(payload)?;
         let tagged = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(
-            [("type", &tag), ("data", data)].into_iter(),
+            [("type", &*tag), ("data", data)].into_iter(),
         );
-        Self::deserialize(tagged)
-            .map(Some)
-            .map_err(|source| DecodeError::Payload {
-                event_type: event_type.to_owned(),
-                source,
-            })
+        Self::deserialize(tagged).map(Some).map_err(payload)
     }
 }
 

@@ -42,7 +42,7 @@ impl Default for ServiceDesk {
 }
 
 fn decode<E: EventPayload>(e: &RecordedEvent) -> Result<Option<E>, ProjectionError> {
-    E::from_stored(&e.event_type, e.schema_version, &e.data).map_err(|source| {
+    E::from_stored(&e.event_type, e.schema_version, e.data.raw()).map_err(|source| {
         ProjectionError::Decode {
             position: e.position,
             source,

@@ -34,7 +34,7 @@ pub fn up_to(
 pub fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<A> {
     let mut state = A::default();
     for e in events {
-        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, &e.data)
+        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, e.data.raw())
             .map_err(|err| gql(QueryError::Internal(Box::new(err))))?;
         if let Some(event) = decoded {
             state = state.evolve(&event);

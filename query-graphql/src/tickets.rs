@@ -538,7 +538,7 @@ impl HistoryEvent {
         }
     }
     async fn data(&self) -> Json<serde_json::Value> {
-        Json(self.0.data.clone())
+        Json(self.0.data.to_value())
     }
     async fn event_id(&self) -> ID {
         ID(self.0.event_id.to_string())

@@ -244,7 +244,7 @@ mod tests {
             event_id: Uuid::nil(),
             event_type: "Happened".into(),
             schema_version: 1,
-            data: serde_json::Value::Null,
+            data: crate::Payload::from_value(&serde_json::Value::Null).unwrap(),
             command_id: Uuid::nil(),
             correlation_id: Uuid::nil(),
             causation_id: Uuid::nil(),

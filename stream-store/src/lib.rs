@@ -14,8 +14,8 @@ pub use error::StoreError;
 pub use esdb::EsdbEventStore;
 pub use postgres::PgEventStore;
 pub use types::{
-    Actor, AppendOutcome, CommandMetadata, EventStream, ExpectedVersion, NewEvent, RecordedEvent,
-    StreamId,
+    Actor, AppendOutcome, CommandMetadata, EventStream, ExpectedVersion, NewEvent, Payload,
+    RecordedEvent, StreamId,
 };
 
 use async_trait::async_trait;

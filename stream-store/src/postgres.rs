@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgListener, PgPool};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -27,7 +29,7 @@ use crate::cache::{StreamCache, MAX_STREAM_EVENTS};
 use crate::tail::Tail;
 use crate::{
     Actor, AppendOutcome, CommandMetadata, EventStore, EventStream, ExpectedVersion, NewEvent,
-    RecordedEvent, StoreError, StreamId,
+    Payload, RecordedEvent, StoreError, StreamId,
 };
 
 /// Channel on which every append batch announces its last position.
@@ -61,9 +63,29 @@ impl Drop for Inner {
 struct AppendJob {
     stream: StreamId,
     expected: ExpectedVersion,
-    events: Vec<NewEvent>,
+    events: Vec<PendingEvent>,
     meta: CommandMetadata,
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// An event to append, its payload already JSON text: made on the appender's task, not on the
+/// writer's, which every append waits for.
+struct PendingEvent {
+    event_id: Uuid,
+    event_type: String,
+    schema_version: i32,
+    data: Payload,
+}
+
+impl PendingEvent {
+    fn new(e: NewEvent) -> Result<Self, StoreError> {
+        Ok(Self {
+            data: Payload::from_value(&e.data)?,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+        })
+    }
 }
 
 impl PgEventStore {
@@ -114,9 +136,10 @@ impl PgEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query_as!(
             EventRow,
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+            r#"SELECT position, stream_id, version, event_id, event_type, schema_version,
+                    data AS "data: Json<Payload>",
                     command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-             FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+             FROM events WHERE position > $1 ORDER BY position LIMIT $2"#,
             after,
             limit_i64(limit)
         )
@@ -141,6 +164,10 @@ impl EventStore for PgEventStore {
                 "an append needs at least one event".into(),
             ));
         }
+        let events = events
+            .into_iter()
+            .map(PendingEvent::new)
+            .collect::<Result<_, _>>()?;
         let (reply, answer) = oneshot::channel();
         let job = AppendJob {
             stream: stream.clone(),
@@ -177,9 +204,10 @@ impl EventStore for PgEventStore {
         let mark = cache.mark();
         let rows = sqlx::query_as!(
             EventRow,
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+            r#"SELECT position, stream_id, version, event_id, event_type, schema_version,
+                    data AS "data: Json<Payload>",
                     command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-             FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+             FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"#,
             stream.as_str(),
             after_version,
             limit_i64(limit)
@@ -202,9 +230,10 @@ impl EventStore for PgEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query_as!(
             EventRow,
-            "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+            r#"SELECT position, stream_id, version, event_id, event_type, schema_version,
+                    data AS "data: Json<Payload>",
                     command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-             FROM events WHERE stream_id = $1 AND version <= $2 ORDER BY version",
+             FROM events WHERE stream_id = $1 AND version <= $2 ORDER BY version"#,
             stream.as_str(),
             through
         )
@@ -326,7 +355,7 @@ struct EventRow {
     event_id: Uuid,
     event_type: String,
     schema_version: i32,
-    data: serde_json::Value,
+    data: Json<Payload>,
     command_id: Uuid,
     correlation_id: Uuid,
     causation_id: Uuid,
@@ -345,7 +374,7 @@ impl From<EventRow> for RecordedEvent {
             event_id: r.event_id,
             event_type: r.event_type,
             schema_version: r.schema_version,
-            data: r.data,
+            data: r.data.0,
             command_id: r.command_id,
             correlation_id: r.correlation_id,
             causation_id: r.causation_id,
@@ -518,7 +547,7 @@ async fn append_batch(
             e.event_id.push(event.event_id);
             e.event_type.push(&event.event_type);
             e.schema_version.push(event.schema_version);
-            e.data.push(&event.data);
+            e.data.push(Json(event.data.raw()));
         }
     }
     let rows = sqlx::query!(
@@ -538,7 +567,7 @@ async fn append_batch(
         &e.event_id,
         &e.event_type as &[&str],
         &e.schema_version,
-        &e.data as &[&serde_json::Value],
+        &e.data as &[Json<&RawValue>],
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -619,9 +648,10 @@ async fn find_command(
 ) -> Result<Option<AppendOutcome>, sqlx::Error> {
     let rows = sqlx::query_as!(
         EventRow,
-        "SELECT position, stream_id, version, event_id, event_type, schema_version, data,
+        r#"SELECT position, stream_id, version, event_id, event_type, schema_version,
+                    data AS "data: Json<Payload>",
                 command_id, correlation_id, causation_id, actor_id, actor_role, recorded_at
-         FROM events WHERE command_id = $1 ORDER BY position",
+         FROM events WHERE command_id = $1 ORDER BY position"#,
         command_id
     )
     .fetch_all(db)
@@ -673,7 +703,7 @@ struct EventColumns<'a> {
     event_id: Vec<Uuid>,
     event_type: Vec<&'a str>,
     schema_version: Vec<i32>,
-    data: Vec<&'a serde_json::Value>,
+    data: Vec<Json<&'a RawValue>>,
 }
 
 /// Follows NOTIFY on the events channel: publishes the newest head position and tells the

@@ -121,7 +121,7 @@ mod tests {
             event_id: uuid::Uuid::new_v4(),
             event_type: "Happened".into(),
             schema_version: 1,
-            data: serde_json::json!({ "n": position }),
+            data: crate::Payload::from_value(&serde_json::json!({ "n": position })).unwrap(),
             command_id: uuid::Uuid::new_v4(),
             correlation_id: uuid::Uuid::new_v4(),
             causation_id: uuid::Uuid::new_v4(),

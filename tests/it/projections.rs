@@ -186,7 +186,7 @@ async fn the_audit_log_copied_in_sql_reads_as_its_rust_code_writes() {
     // as stored.
     let mut elsewhere = logged[0].clone();
     elsewhere.position = 1_000;
-    elsewhere.data = json!({ "from": "elsewhere" });
+    elsewhere.data = stream_store::Payload::from_value(&json!({ "from": "elsewhere" })).unwrap();
     AuditLog
         .apply(&mut tx, &[elsewhere], &*db.store)
         .await

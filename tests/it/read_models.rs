@@ -257,7 +257,7 @@ async fn ticket_states(
         let decoded: Vec<TicketEvent> = events
             .iter()
             .filter_map(|e| {
-                TicketEvent::from_stored(&e.event_type, e.schema_version, &e.data).unwrap()
+                TicketEvent::from_stored(&e.event_type, e.schema_version, e.data.raw()).unwrap()
             })
             .collect();
         let state = replay::<Ticket>(&decoded).state().cloned().unwrap();

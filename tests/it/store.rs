@@ -64,7 +64,7 @@ pub async fn append_then_read_in_order(store: &dyn EventStore) {
     );
     assert_eq!(
         read.iter()
-            .map(|e| e.data["n"].as_i64().unwrap())
+            .map(|e| e.data.to_value()["n"].as_i64().unwrap())
             .collect::<Vec<_>>(),
         vec![0, 1, 2]
     );

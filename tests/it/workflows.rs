@@ -595,9 +595,9 @@ async fn ten_technicians_race_for_five_parts() {
     let stock: i64 = part_events
         .iter()
         .map(|e| match e.event_type.as_str() {
-            "PartAdded" => e.data["initialStock"].as_i64().unwrap(),
-            "StockUsed" => -e.data["quantity"].as_i64().unwrap(),
-            "StockReturned" | "StockReceived" => e.data["quantity"].as_i64().unwrap(),
+            "PartAdded" => e.data.to_value()["initialStock"].as_i64().unwrap(),
+            "StockUsed" => -e.data.to_value()["quantity"].as_i64().unwrap(),
+            "StockReturned" | "StockReceived" => e.data.to_value()["quantity"].as_i64().unwrap(),
             other => panic!("unexpected {other}"),
         })
         .sum();

@@ -609,18 +609,24 @@ fn events_round_trip_through_their_stored_form() {
     for c in commands {
         events.extend(replay::<Ticket>(&events).decide(c, now()).unwrap());
     }
+    let raw = |v: serde_json::Value| serde_json::value::to_raw_value(&v).unwrap();
     for event in &events {
-        let decoded =
-            TicketEvent::from_stored(event.event_type(), event.schema_version(), &event.to_data());
+        let decoded = TicketEvent::from_stored(
+            event.event_type(),
+            event.schema_version(),
+            &raw(event.to_data()),
+        );
         assert_eq!(decoded.unwrap().as_ref(), Some(event));
     }
     assert!(
-        TicketEvent::from_stored("CustomerRegistered", 1, &serde_json::json!({}))
+        TicketEvent::from_stored("CustomerRegistered", 1, &raw(serde_json::json!({})))
             .unwrap()
             .is_none()
     );
-    assert!(TicketEvent::from_stored("TicketClosed", 1, &serde_json::json!({"x": 1})).is_err());
-    assert!(TicketEvent::from_stored("TicketClosed", 2, &serde_json::json!({})).is_err());
+    assert!(
+        TicketEvent::from_stored("TicketClosed", 1, &raw(serde_json::json!({"x": 1}))).is_err()
+    );
+    assert!(TicketEvent::from_stored("TicketClosed", 2, &raw(serde_json::json!({}))).is_err());
 }
 
 fn any_command() -> impl Strategy<Value = TicketCommand> {
