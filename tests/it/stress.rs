@@ -95,7 +95,7 @@ async fn concurrent_writers_in_several_processes_are_seen_once_in_order() {
         })
         .collect();
     // This process writes too, while it subscribes.
-    let local = tokio::spawn(write_load(db.store.clone(), PROCESSES));
+    let mut local = tokio::spawn(write_load(db.store.clone(), PROCESSES));
 
     let mut waiting = tokio::task::spawn_blocking(move || {
         children
@@ -104,16 +104,19 @@ async fn concurrent_writers_in_several_processes_are_seen_once_in_order() {
             .collect::<Vec<_>>()
     });
     let mut seen = Vec::new();
-    let mut statuses = None;
+    let (mut statuses, mut local_done) = (None, None);
     loop {
+        // The writers' ends are waited for here too: the last event can arrive before the
+        // task that appended it has finished, and then no further event would wake this loop.
         tokio::select! {
             done = &mut waiting, if statuses.is_none() => statuses = Some(done.unwrap()),
+            done = &mut local, if local_done.is_none() => local_done = Some(done),
             next = tokio::time::timeout(Duration::from_secs(60), feed.next()) => {
                 let event = next.expect("an event within a minute").unwrap().unwrap();
                 seen.push(event);
             }
         }
-        if statuses.is_some() && local.is_finished() {
+        if statuses.is_some() && local_done.is_some() {
             let head = db.store.head().await.unwrap();
             if seen.last().map_or(0, |e| e.position) == head {
                 break;
@@ -124,7 +127,7 @@ async fn concurrent_writers_in_several_processes_are_seen_once_in_order() {
         statuses.unwrap().iter().all(|ok| *ok),
         "every writer process succeeded"
     );
-    local.await.unwrap();
+    local_done.unwrap().unwrap();
 
     let head = db.store.head().await.unwrap();
     let positions: Vec<i64> = seen.iter().map(|e| e.position).collect();
