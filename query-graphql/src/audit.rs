@@ -59,8 +59,10 @@ pub async fn audit_entries(
         .as_ref()
         .map(crate::tickets::parse_id)
         .transpose()?;
-    // A row with its payload was written by the projector's Rust code (the log is elsewhere,
-    // and `events` may hold other events at the same positions): it is complete as it is.
+    // The page is cut from the read model first, so that only its rows meet the log (joined
+    // before the OFFSET, every skipped row would be looked up too). A row with its payload was
+    // written by the projector's Rust code (the log is elsewhere, and `events` may hold other
+    // events at the same positions): it is complete as it is.
     let rows = sqlx::query!(
         r#"SELECT a.position, a.stream_id, a.event_type, a.actor_id, a.correlation_id,
                   a.recorded_at,
@@ -71,14 +73,15 @@ pub async fn audit_entries(
                   COALESCE(a.command_id, e.command_id) AS "command_id!",
                   COALESCE(a.causation_id, e.causation_id) AS "causation_id!",
                   COALESCE(a.data, e.data) AS "data!"
-           FROM audit_log a
+           FROM (SELECT * FROM audit_log
+                 WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)
+                   AND ($3::text IS NULL OR event_type = $3)
+                   AND ($4::uuid IS NULL OR correlation_id = $4)
+                   AND ($5::timestamptz IS NULL OR recorded_at >= $5)
+                   AND ($6::timestamptz IS NULL OR recorded_at < $6)
+                 ORDER BY position LIMIT $7 OFFSET $8) a
            LEFT JOIN events e ON a.data IS NULL AND e.position = a.position
-           WHERE ($1::text IS NULL OR a.actor_id = $1) AND ($2::text IS NULL OR a.stream_id = $2)
-             AND ($3::text IS NULL OR a.event_type = $3)
-             AND ($4::uuid IS NULL OR a.correlation_id = $4)
-             AND ($5::timestamptz IS NULL OR a.recorded_at >= $5)
-             AND ($6::timestamptz IS NULL OR a.recorded_at < $6)
-           ORDER BY a.position LIMIT $7 OFFSET $8"#,
+           ORDER BY a.position"#,
         f.actor_id,
         f.stream_id,
         f.event_type,
