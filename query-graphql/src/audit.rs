@@ -26,6 +26,16 @@ pub struct AuditFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
+impl AuditFilter {
+    /// The correlation id asked for, checked.
+    fn correlation(&self) -> Result<Option<Uuid>> {
+        self.correlation_id
+            .as_ref()
+            .map(crate::tickets::parse_id)
+            .transpose()
+    }
+}
+
 /// One event of the global log, as the audit log read model holds it.
 #[derive(SimpleObject, Debug, PartialEq)]
 pub struct AuditEntry {
@@ -54,11 +64,7 @@ pub async fn audit_entries(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<AuditEntry>> {
-    let correlation = f
-        .correlation_id
-        .as_ref()
-        .map(crate::tickets::parse_id)
-        .transpose()?;
+    let correlation = f.correlation()?;
     // The page is cut from the read model first, so that only its rows meet the log (joined
     // before the OFFSET, every skipped row would be looked up too). A row with its payload was
     // written by the projector's Rust code (the log is elsewhere, and `events` may hold other
@@ -153,11 +159,7 @@ impl AuditQueries {
         let (offset, limit) = window(first, after)?;
         let mut conn = pool.acquire().await.map_err(gql)?;
         let entries = audit_entries(&mut conn, &f, limit + 1, offset).await?;
-        let correlation = f
-            .correlation_id
-            .as_ref()
-            .map(crate::tickets::parse_id)
-            .transpose()?;
+        let correlation = f.correlation()?;
         let total = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "count!" FROM audit_log
                WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)

@@ -4,9 +4,9 @@
 //! **Never stale beyond the notification delay.** Every append batch is announced with a
 //! NOTIFY of its last position once committed (or, should its writer die first, found by the
 //! listener's re-read of the head after a quiet second); the listener asks which streams
-//! changed up to it (`changed`): cached entries
-//! older than a change stop being served, and the change is remembered for a while
-//! (`recent`). A stream read from the database, or completed by an own append, is kept only
+//! changed up to it (`changed`): cached entries older than a change stop being served, and
+//! the change is remembered for a while (`recent`). A stream read from the database, or
+//! completed by an own append, is kept only
 //! if no change the listener applied after the read began (after the append's position) is
 //! newer than it, so no change can slip between a read and its invalidation, whichever of
 //! the reader and the listener gets there first. While the listener is not connected
