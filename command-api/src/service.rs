@@ -17,8 +17,8 @@ use domain::{
     UserId,
 };
 use stream_store::{
-    read_full_stream, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, NewEvent,
-    StoreError, StreamId,
+    read_full_stream, AppendOutcome, AppendRequest, CommandMetadata, EventStore, ExpectedVersion,
+    NewEvent, StoreError, StreamId,
 };
 use uuid::Uuid;
 
@@ -221,7 +221,8 @@ impl CommandService {
     /// Raises a ticket: looks up the customer (and device), claims a fresh ticket number,
     /// links the ticket to its device, appends. `drawn_id`: the id was drawn for this command,
     /// so the ticket is decided as new without reading its stream (were it taken after all,
-    /// the append would conflict and the command be decided again on what is there).
+    /// the append would conflict and the command be decided again on what is there); without
+    /// a device to link, the number's claim and the ticket are then appended as one chain.
     pub async fn raise_ticket(
         &self,
         (ticket_id, drawn_id): (TicketId, bool),
@@ -263,6 +264,22 @@ impl CommandService {
             let number = TicketNumber::generate(meta.recorded_at.date_naive(), entropy);
             let key = StreamId::for_aggregate("ticket-number", number.as_str());
             let claim = derived(meta, &format!("ticket-number-{attempt}"));
+            if let (Some((new, 0)), None, None | Some(0)) = (&known, device_id, expected) {
+                let raise = build(number.clone(), customer, None, policy.clone());
+                let raised = self
+                    .claim_and_raise(
+                        (&key, number.as_str(), &claim),
+                        (&stream, expected),
+                        new,
+                        meta,
+                        || TicketCommand::Raise(raise.clone()),
+                    )
+                    .await?;
+                match raised {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
+            }
             if !self.reserve(&key, number.as_str(), &stream, &claim).await? {
                 continue;
             }
@@ -286,6 +303,58 @@ impl CommandService {
         Err(ApiError::Internal(
             "could not find a free ticket number".into(),
         ))
+    }
+
+    /// Claims a ticket number (`key`: its stream, the number, the claim's metadata) and appends
+    /// a new ticket's first events in one chain: the ticket only if the claim holds, both with
+    /// one commit. None when the number is someone else's.
+    async fn claim_and_raise(
+        &self,
+        (key, number, claim): (&StreamId, &str, &CommandMetadata),
+        (stream, expected): (&StreamId, Option<i64>),
+        new: &Ticket,
+        meta: &CommandMetadata,
+        command: impl Fn() -> TicketCommand,
+    ) -> Result<Option<AppendOutcome>, ApiError> {
+        let decided = new.decide(command(), meta.recorded_at)?;
+        let chain = vec![
+            Self::claim(key, number, stream, claim, 0),
+            AppendRequest {
+                stream: stream.clone(),
+                expected: ExpectedVersion::NoStream,
+                events: encode(&decided, meta.command_id),
+                meta: meta.clone(),
+            },
+        ];
+        let mut results = self.store.append_chain(chain).await.into_iter();
+        let nothing = || ApiError::Internal("an append chain answered nothing".into());
+        match results.next().ok_or_else(nothing)? {
+            Ok(_) => {}
+            // The number's stream exists: the number is ours only if an earlier delivery of
+            // this command claimed it (then the ticket is appended, or found, as usual).
+            Err(StoreError::Conflict { .. }) => {
+                if !self.reserve_held(key, number, stream, claim).await? {
+                    return Ok(None);
+                }
+                return self
+                    .execute::<Ticket>(stream, expected, meta, command)
+                    .await
+                    .map(Some);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match results.next().ok_or_else(nothing)? {
+            Ok(outcome) => {
+                self.remember(stream, new.clone(), 0, &decided, &outcome);
+                Ok(Some(outcome))
+            }
+            // The drawn id's stream exists after all: decide again on what is there.
+            Err(StoreError::Conflict { .. }) => self
+                .execute::<Ticket>(stream, expected, meta, command)
+                .await
+                .map(Some),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn ticket_command(
@@ -596,11 +665,7 @@ impl CommandService {
             {
                 Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
                 Ok(outcome) => {
-                    // What was appended is what was decided (not an earlier delivery's events).
-                    if !outcome.duplicate && outcome.version == version + decided.len() as i64 {
-                        let next = decided.iter().fold(state, |s, e| s.evolve(e));
-                        self.warm.keep(stream, &next, outcome.version);
-                    }
+                    self.remember(stream, state, version, &decided, &outcome);
                     return Ok(outcome);
                 }
                 Err(e) => return Err(e.into()),
@@ -609,6 +674,22 @@ impl CommandService {
         Err(ApiError::Unavailable(StoreError::Unavailable(
             "the stream kept changing; retry".into(),
         )))
+    }
+
+    /// Keeps the state an append led to warm, if what was appended is what was decided on
+    /// `state` at `version` (not an earlier delivery's events).
+    fn remember<A: Aggregate + Send + Sync + 'static>(
+        &self,
+        stream: &StreamId,
+        state: A,
+        version: i64,
+        decided: &[A::Event],
+        outcome: &AppendOutcome,
+    ) {
+        if !outcome.duplicate && outcome.version == version + decided.len() as i64 {
+            let next = decided.iter().fold(state, |s, e| s.evolve(e));
+            self.warm.keep(stream, &next, outcome.version);
+        }
     }
 
     async fn load<A: Aggregate + Send + Sync + 'static>(
@@ -689,43 +770,67 @@ impl CommandService {
         owner: &StreamId,
         meta: &CommandMetadata,
     ) -> Result<bool, ApiError> {
-        let claim = derived(meta, key_stream.as_str());
-        let reserved = |version: i64| {
-            let event = ReservationEvent::KeyReserved {
-                key: key.to_owned(),
-                owner: owner.to_string(),
-                reserved_at: meta.recorded_at,
-            };
-            let events = encode(std::slice::from_ref(&event), claim.command_id);
-            let expected = if version == 0 {
-                ExpectedVersion::NoStream
-            } else {
-                ExpectedVersion::Exact(version)
-            };
-            (expected, events)
-        };
         // Keys are nearly always new (a freshly drawn ticket number, a new e-mail address):
         // claim first and look only when the stream turns out to exist. A retried command
         // finds its own claim (a duplicate command id), which is the owner's.
-        let (expected, events) = reserved(0);
+        let first = Self::claim(key_stream, key, owner, meta, 0);
         match self
             .store
-            .append(key_stream, expected, events, &claim)
+            .append(&first.stream, first.expected, first.events, &first.meta)
             .await
         {
-            Ok(_) => return Ok(true),
-            Err(StoreError::Conflict { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict { .. }) => {
+                self.reserve_held(key_stream, key, owner, meta).await
+            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// The append that claims `key` for `owner` on the key's stream, at `version` (0: new).
+    fn claim(
+        key_stream: &StreamId,
+        key: &str,
+        owner: &StreamId,
+        meta: &CommandMetadata,
+        version: i64,
+    ) -> AppendRequest {
+        let claim = derived(meta, key_stream.as_str());
+        let event = ReservationEvent::KeyReserved {
+            key: key.to_owned(),
+            owner: owner.to_string(),
+            reserved_at: meta.recorded_at,
+        };
+        AppendRequest {
+            stream: key_stream.clone(),
+            expected: if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            },
+            events: encode(std::slice::from_ref(&event), claim.command_id),
+            meta: claim,
+        }
+    }
+
+    /// `reserve`, once the key's stream turned out to exist: the key is the owner's if it
+    /// holds it already (an earlier delivery of the command) or it was released since.
+    async fn reserve_held(
+        &self,
+        key_stream: &StreamId,
+        key: &str,
+        owner: &StreamId,
+        meta: &CommandMetadata,
+    ) -> Result<bool, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
             let (holder, version) = self.key_holder(key_stream).await?;
             match holder {
                 Some(h) => return Ok(h == owner.as_str()),
                 None => {
-                    let (expected, events) = reserved(version);
+                    let next = Self::claim(key_stream, key, owner, meta, version);
                     match self
                         .store
-                        .append(key_stream, expected, events, &claim)
+                        .append(key_stream, next.expected, next.events, &next.meta)
                         .await
                     {
                         Ok(_) => return Ok(true),

@@ -14,8 +14,8 @@ pub use error::StoreError;
 pub use esdb::EsdbEventStore;
 pub use postgres::PgEventStore;
 pub use types::{
-    Actor, AppendOutcome, CommandMetadata, EventStream, ExpectedVersion, NewEvent, Payload,
-    RecordedEvent, StreamId,
+    Actor, AppendOutcome, AppendRequest, CommandMetadata, EventStream, ExpectedVersion, NewEvent,
+    Payload, RecordedEvent, StreamId,
 };
 
 use async_trait::async_trait;
@@ -35,6 +35,37 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// Appends each request of `chain` in turn, each only if the one before it was appended
+    /// (now, or by an earlier delivery of its command: a duplicate counts). Answers one result
+    /// per request up to and including the first that failed; the requests after it are not
+    /// made. Not all-or-nothing: what was appended before a failure stays, exactly as if each
+    /// request had been appended on its own in turn. A backend that can writes the whole
+    /// chain with one commit (PostgreSQL: one `ledger_append` call in one writer batch), so a
+    /// command that must claim a key before it appends (a ticket number) waits for one commit,
+    /// not two.
+    async fn append_chain(
+        &self,
+        chain: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        let mut results = Vec::with_capacity(chain.len());
+        for request in chain {
+            let result = self
+                .append(
+                    &request.stream,
+                    request.expected,
+                    request.events,
+                    &request.meta,
+                )
+                .await;
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
+    }
 
     /// The outcome of a command id that was already appended, if any.
     async fn find_command(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError>;

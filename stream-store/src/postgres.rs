@@ -9,7 +9,8 @@
 //!
 //! **Group commit.** One writer task per process drains every append that is waiting and
 //! commits them in one transaction: concurrent commands share one lock acquisition and one
-//! WAL flush instead of queueing for a commit each.
+//! WAL flush instead of queueing for a commit each. A chain of appends (`append_chain`) is
+//! handed to the writer whole and always lands in one batch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,13 +29,13 @@ use uuid::Uuid;
 use crate::cache::{StreamCache, MAX_STREAM_EVENTS};
 use crate::tail::Tail;
 use crate::{
-    Actor, AppendOutcome, CommandMetadata, EventStore, EventStream, ExpectedVersion, NewEvent,
-    Payload, RecordedEvent, StoreError, StreamId,
+    Actor, AppendOutcome, AppendRequest, CommandMetadata, EventStore, EventStream, ExpectedVersion,
+    NewEvent, Payload, RecordedEvent, StoreError, StreamId,
 };
 
 /// Channel on which every append batch announces its last position.
 const NOTIFY_CHANNEL: &str = "ledger_events";
-/// How many waiting appends one transaction takes at most.
+/// How many waiting requests (single appends or chains) one transaction takes at most.
 const MAX_BATCH: usize = 256;
 /// Subscribers re-read at least this often, even if a notification was lost.
 const POLL_FALLBACK: Duration = Duration::from_secs(1);
@@ -49,7 +50,7 @@ struct Inner {
     pool: PgPool,
     cache: Arc<StreamCache>,
     tail: Arc<Tail>,
-    writer: mpsc::Sender<AppendJob>,
+    writer: mpsc::Sender<WriteRequest>,
     head: watch::Receiver<i64>,
     listener: JoinHandle<()>,
 }
@@ -60,12 +61,40 @@ impl Drop for Inner {
     }
 }
 
+/// One append, as the writer takes it.
 struct AppendJob {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<PendingEvent>,
     meta: CommandMetadata,
-    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+impl AppendJob {
+    fn new(request: AppendRequest) -> Result<Self, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
+        }
+        Ok(Self {
+            events: request
+                .events
+                .into_iter()
+                .map(PendingEvent::new)
+                .collect::<Result<_, _>>()?,
+            stream: request.stream,
+            expected: request.expected,
+            meta: request.meta,
+        })
+    }
+}
+
+/// What the writer is handed: one append, or a chain of them, each made only if the one
+/// before it was. Answered with one result per append, up to and including the first that
+/// failed.
+struct WriteRequest {
+    chain: Vec<AppendJob>,
+    reply: oneshot::Sender<Vec<Result<AppendOutcome, StoreError>>>,
 }
 
 /// An event to append, its payload already JSON text: made on the appender's task, not on the
@@ -127,6 +156,30 @@ impl PgEventStore {
         &self.inner.pool
     }
 
+    /// Hands a chain to the writer and keeps the stream cache up to date with its outcome.
+    async fn write(
+        &self,
+        chain: Vec<AppendJob>,
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let streams: Vec<StreamId> = chain.iter().map(|job| job.stream.clone()).collect();
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Unavailable("the store's writer has stopped".into());
+        self.inner
+            .writer
+            .send(WriteRequest { chain, reply })
+            .await
+            .map_err(|_| closed())?;
+        let results = answer.await.map_err(|_| closed())?;
+        for (stream, result) in streams.iter().zip(&results) {
+            match result {
+                Ok(outcome) => self.inner.cache.appended(outcome),
+                Err(StoreError::Conflict { .. }) => self.inner.cache.forget(stream.as_str()),
+                Err(_) => {}
+            }
+        }
+        Ok(results)
+    }
+
     /// `read_all` from the table, past this process's tail and head (which only move when an
     /// append is heard of).
     async fn read_all_from_table(
@@ -159,32 +212,47 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::Invalid(
-                "an append needs at least one event".into(),
-            ));
-        }
-        let events = events
-            .into_iter()
-            .map(PendingEvent::new)
-            .collect::<Result<_, _>>()?;
-        let (reply, answer) = oneshot::channel();
-        let job = AppendJob {
+        let job = AppendJob::new(AppendRequest {
             stream: stream.clone(),
             expected,
             events,
             meta: meta.clone(),
-            reply,
-        };
-        let closed = || StoreError::Unavailable("the store's writer has stopped".into());
-        self.inner.writer.send(job).await.map_err(|_| closed())?;
-        let result = answer.await.map_err(|_| closed())?;
-        match &result {
-            Ok(outcome) => self.inner.cache.appended(outcome),
-            Err(StoreError::Conflict { .. }) => self.inner.cache.forget(stream.as_str()),
-            Err(_) => {}
+        })?;
+        self.write(vec![job])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Invalid("the writer gave no result".into())))
+    }
+
+    #[tracing::instrument(skip_all, fields(appends = chain.len()))]
+    async fn append_chain(
+        &self,
+        chain: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
+        // A request that cannot be sent fails there, and the chain stops before it.
+        let mut jobs = Vec::with_capacity(chain.len());
+        let mut refused = None;
+        for request in chain {
+            match AppendJob::new(request) {
+                Ok(job) => jobs.push(job),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
         }
-        result
+        let mut results = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            match self.write(jobs).await {
+                Ok(results) => results,
+                Err(e) => return vec![Err(e)],
+            }
+        };
+        if let Some(e) = refused.filter(|_| results.iter().all(Result::is_ok)) {
+            results.push(Err(e));
+        }
+        results
     }
 
     async fn find_command(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
@@ -395,10 +463,7 @@ struct WriterSession {
 }
 
 impl WriterSession {
-    async fn append(
-        &mut self,
-        jobs: &[AppendJob],
-    ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, i64), sqlx::Error> {
+    async fn append(&mut self, requests: &[WriteRequest]) -> Result<(Answers, i64), sqlx::Error> {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             empty => {
@@ -406,7 +471,7 @@ impl WriterSession {
                 empty.insert(conn)
             }
         };
-        let result = append_batch(conn, jobs).await;
+        let result = append_batch(conn, requests).await;
         if let Err(e) = &result {
             if !matches!(e, sqlx::Error::Database(_)) {
                 // The session may be broken (server restarted, network): start a new one.
@@ -459,59 +524,59 @@ async fn run_announcer(pool: PgPool, mut committed: watch::Receiver<i64>) {
     }
 }
 
+/// One answer per write request: its results, up to and including the first failure.
+type Answers = Vec<Vec<Result<AppendOutcome, StoreError>>>;
+
 async fn run_writer(
     pool: PgPool,
-    mut jobs: mpsc::Receiver<AppendJob>,
+    mut requests: mpsc::Receiver<WriteRequest>,
     heads: Heads,
     tail: Arc<Tail>,
 ) {
     let mut session = WriterSession { pool, conn: None };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
         let outcome = session.append(&batch).await;
         tracing::debug!(
-            jobs = batch.len(),
+            requests = batch.len(),
             micros = started.elapsed().as_micros() as u64,
             "append batch"
         );
         match outcome {
-            Ok((results, last)) => {
-                publish(&tail, &heads, &results, last);
-                for (job, result) in batch.drain(..).zip(results) {
-                    let _ = job.reply.send(result);
+            Ok((answers, last)) => {
+                publish(&tail, &heads, answers.iter().flatten(), last);
+                for (request, answer) in batch.drain(..).zip(answers) {
+                    let _ = request.reply.send(answer);
                 }
             }
-            // One job may have poisoned the whole transaction: retry each on its own so
-            // the others are not failed for it.
+            // One request may have poisoned the whole transaction: retry each on its own (a
+            // chain stays whole) so the others are not failed for it.
             Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, jobs = batch.len(), "append batch failed; retrying one by one");
+                tracing::warn!(error = %e, requests = batch.len(), "append batch failed; retrying one by one");
                 tail.clear();
-                for job in batch.drain(..) {
-                    let result = session.append(std::slice::from_ref(&job)).await;
-                    let result = match result {
-                        Ok((mut results, last)) => {
-                            publish(&tail, &heads, &results, last);
-                            results
-                                .pop()
-                                .unwrap_or_else(|| Err(StoreError::Invalid("no result".into())))
+                for request in batch.drain(..) {
+                    let answer = match session.append(std::slice::from_ref(&request)).await {
+                        Ok((mut answers, last)) => {
+                            publish(&tail, &heads, answers.iter().flatten(), last);
+                            answers.pop().unwrap_or_default()
                         }
                         Err(e) => {
                             tail.clear();
-                            Err(classify(e))
+                            vec![Err(classify(e))]
                         }
                     };
-                    let _ = job.reply.send(result);
+                    let _ = request.reply.send(answer);
                 }
             }
             Err(e) => {
                 // The batch may have committed all the same: its events are not known here.
                 tail.clear();
                 let e = classify(e);
-                for job in batch.drain(..) {
-                    let _ = job
+                for request in batch.drain(..) {
+                    let _ = request
                         .reply
-                        .send(Err(StoreError::Unavailable(e.to_string().into())));
+                        .send(vec![Err(StoreError::Unavailable(e.to_string().into()))]);
                 }
             }
         }
@@ -530,17 +595,25 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Appends every job of the batch in one statement, `ledger_append` (migrations/0004): one
-/// round trip and one commit for the whole batch. Returns one result per job and the last
-/// position written (0 if none).
+/// Appends every request of the batch in one statement, `ledger_append` (migrations/0004,
+/// 0011): one round trip and one commit for the whole batch. Returns one answer per request
+/// and the last position written (0 if none).
 async fn append_batch(
     conn: &mut PgConnection,
-    jobs: &[AppendJob],
-) -> Result<(Vec<Result<AppendOutcome, StoreError>>, i64), sqlx::Error> {
+    requests: &[WriteRequest],
+) -> Result<(Answers, i64), sqlx::Error> {
     let mut j = JobColumns::default();
     let mut e = EventColumns::default();
-    for (index, job) in (1..).zip(jobs) {
-        j.push(job);
+    let jobs: Vec<&AppendJob> = requests.iter().flat_map(|r| &r.chain).collect();
+    for request in requests {
+        // Each append of a chain after the first requires the one before it (1-based).
+        let first = i32::try_from(j.stream.len() + 1).unwrap_or(i32::MAX);
+        for (k, job) in (0..).zip(&request.chain) {
+            j.after.push((k > 0).then(|| first + k - 1));
+            j.push(job);
+        }
+    }
+    for (index, job) in (1..).zip(&jobs) {
         for (offset, event) in (1..).zip(&job.events) {
             e.job.push(index);
             e.offset.push(offset);
@@ -552,7 +625,7 @@ async fn append_batch(
     }
     let rows = sqlx::query!(
         r#"SELECT job AS "job!", status AS "status!", version, last_position
-           FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"#,
+           FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"#,
         &j.stream as &[&str],
         &j.expected as &[Option<i64>],
         &j.count,
@@ -562,6 +635,7 @@ async fn append_batch(
         &j.actor_id as &[&str],
         &j.actor_role as &[&str],
         &j.recorded_at,
+        &j.after as &[Option<i32>],
         &e.job,
         &e.offset,
         &e.event_id,
@@ -572,10 +646,16 @@ async fn append_batch(
     .fetch_all(&mut *conn)
     .await?;
 
-    let mut results: Vec<Result<AppendOutcome, StoreError>> = Vec::with_capacity(jobs.len());
+    // One result per job; None for a job skipped because the one it required failed.
+    let mut results: Vec<Option<Result<AppendOutcome, StoreError>>> =
+        Vec::with_capacity(jobs.len());
     let mut last_written = 0;
     for (job, row) in jobs.iter().zip(rows) {
         let result = match (row.status.as_str(), row.version, row.last_position) {
+            ("skipped", _, _) => {
+                results.push(None);
+                continue;
+            }
             ("appended", Some(version), Some(last)) => {
                 last_written = last_written.max(last);
                 Ok(recorded(job, version, last))
@@ -588,7 +668,7 @@ async fn append_batch(
             ("duplicate", _, _) => {
                 // A job earlier in this batch, or a command recorded before.
                 let earlier = jobs.iter().zip(&results).find_map(|(other, r)| match r {
-                    Ok(o) if other.meta.command_id == job.meta.command_id && !o.duplicate => {
+                    Some(Ok(o)) if other.meta.command_id == job.meta.command_id && !o.duplicate => {
                         Some(o.clone())
                     }
                     _ => None,
@@ -607,9 +687,27 @@ async fn append_batch(
                 "ledger_append answered {status:?}"
             ))),
         };
-        results.push(result);
+        results.push(Some(result));
     }
-    Ok((results, last_written))
+    let mut results = results.into_iter();
+    let answers = requests
+        .iter()
+        .map(|request| {
+            let mut answer = Vec::with_capacity(request.chain.len());
+            for result in results.by_ref().take(request.chain.len()) {
+                if answer.last().is_some_and(Result::is_err) {
+                    continue; // past the chain's first failure: skipped
+                }
+                answer.push(result.unwrap_or_else(|| {
+                    Err(StoreError::Invalid(
+                        "ledger_append skipped an append whose predecessor succeeded".into(),
+                    ))
+                }));
+            }
+            answer
+        })
+        .collect();
+    Ok((answers, last_written))
 }
 
 /// The events of an appended job, as `ledger_append` numbered them.
@@ -666,6 +764,8 @@ async fn find_command(
 #[derive(Default)]
 struct JobColumns<'a> {
     stream: Vec<&'a str>,
+    /// The job (1-based) that must have been appended, or be a duplicate, for this one to be.
+    after: Vec<Option<i32>>,
     expected: Vec<Option<i64>>,
     count: Vec<i32>,
     command_id: Vec<Uuid>,

@@ -163,6 +163,15 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// One append of a chain (`EventStore::append_chain`): what `EventStore::append` takes.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub meta: CommandMetadata,
+}
+
 /// The result of an append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendOutcome {

@@ -7,7 +7,8 @@ use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use serde_json::json;
 use stream_store::{
-    Actor, CommandMetadata, EventStore, ExpectedVersion, NewEvent, StoreError, StreamId,
+    Actor, AppendRequest, CommandMetadata, EventStore, ExpectedVersion, NewEvent, StoreError,
+    StreamId,
 };
 use uuid::Uuid;
 
@@ -180,6 +181,97 @@ pub async fn the_same_command_id_appends_once(store: &dyn EventStore) {
         .expect("command is known");
     assert_eq!(found.events, first.events);
     assert!(store.find_command(Uuid::new_v4()).await.unwrap().is_none());
+}
+
+fn request(stream: &StreamId, expected: ExpectedVersion, n: usize) -> AppendRequest {
+    AppendRequest {
+        stream: stream.clone(),
+        expected,
+        events: events(n),
+        meta: meta(),
+    }
+}
+
+/// A chain appends each request only while the ones before it succeed (a duplicate counts as
+/// success); it answers up to the first failure and leaves what came before it appended.
+pub async fn an_append_chain_stops_at_its_first_failure(store: &dyn EventStore) {
+    use ExpectedVersion::{Exact, NoStream};
+    let (a, b, c) = (stream("chain-a"), stream("chain-b"), stream("chain-c"));
+
+    // All succeed: each request's events, in order, right after the one before.
+    let all = store
+        .append_chain(vec![request(&a, NoStream, 1), request(&b, NoStream, 2)])
+        .await;
+    let all: Vec<_> = all.into_iter().map(Result::unwrap).collect();
+    assert_eq!((all[0].version, all[1].version), (1, 2));
+    assert!(all[0].position < all[1].events[0].position);
+    assert_eq!(
+        (stream_len(store, &a).await, stream_len(store, &b).await),
+        (1, 2)
+    );
+
+    // The first fails: nothing after it is made.
+    let stopped = store
+        .append_chain(vec![request(&a, NoStream, 1), request(&c, NoStream, 1)])
+        .await;
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(matches!(
+        stopped[0],
+        Err(StoreError::Conflict { actual: 1, .. })
+    ));
+    assert_eq!(
+        stream_len(store, &c).await,
+        0,
+        "a request after a failure was appended"
+    );
+
+    // A request with no events fails there, as `append` would.
+    let empty = store
+        .append_chain(vec![request(&c, NoStream, 0), request(&c, NoStream, 1)])
+        .await;
+    assert!(
+        matches!(empty[..], [Err(StoreError::Invalid(_))]),
+        "{empty:?}"
+    );
+    assert_eq!(stream_len(store, &c).await, 0);
+
+    // The second fails: the first stays appended.
+    let half = store
+        .append_chain(vec![request(&c, NoStream, 1), request(&b, Exact(1), 1)])
+        .await;
+    assert_eq!(half.len(), 2, "{half:?}");
+    assert_eq!(half[0].as_ref().map(|o| o.version).ok(), Some(1));
+    assert!(matches!(
+        half[1],
+        Err(StoreError::Conflict { actual: 2, .. })
+    ));
+    assert_eq!(
+        (stream_len(store, &b).await, stream_len(store, &c).await),
+        (2, 1)
+    );
+
+    // A duplicate first request (its command appended before) lets the next one through: a
+    // command retried after a crash between the two finds its claim and makes the rest.
+    let claimed = request(&stream("chain-d"), NoStream, 1);
+    let first = store
+        .append(
+            &claimed.stream,
+            claimed.expected,
+            claimed.events.clone(),
+            &claimed.meta,
+        )
+        .await
+        .unwrap();
+    let e = stream("chain-e");
+    let retried = store
+        .append_chain(vec![claimed, request(&e, NoStream, 1)])
+        .await;
+    assert_eq!(retried.len(), 2, "{retried:?}");
+    let again = retried[0].as_ref().unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.position, first.position);
+    assert_eq!(retried[1].as_ref().map(|o| o.version).ok(), Some(1));
+    assert_eq!(stream_len(store, &e).await, 1);
 }
 
 pub async fn concurrent_duplicates_append_once(store: &dyn EventStore) {
@@ -388,6 +480,7 @@ macro_rules! conformance_tests {
                 append_then_read_in_order,
                 expected_version_conflicts_are_typed_and_write_nothing,
                 the_same_command_id_appends_once,
+                an_append_chain_stops_at_its_first_failure,
                 concurrent_duplicates_append_once,
                 concurrent_writers_to_one_stream_never_overwrite,
                 the_global_log_is_ordered,
@@ -411,6 +504,54 @@ conformance_tests!(eventstoredb, super::eventstoredb().await);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_multi_event_appends_are_atomic() {
     a_multi_event_append_is_atomic(&*crate::harness::test_db().await.store).await;
+}
+
+/// On PostgreSQL a chain reaches the writer whole: among concurrent appends and chains, each
+/// chain's events are written by one transaction, at consecutive positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_chain_is_one_transaction_among_concurrent_appends() {
+    let db = crate::harness::test_db().await;
+    let store = &*db.store;
+    let chains = (0..16).map(|i| {
+        let (a, b) = (stream(&format!("key-{i}")), stream(&format!("owner-{i}")));
+        store.append_chain(vec![
+            request(&a, ExpectedVersion::NoStream, 1),
+            request(&b, ExpectedVersion::NoStream, 2),
+        ])
+    });
+    let singles = (0..16).map(|_| async {
+        let (s, m) = (stream("single"), meta());
+        store.append(&s, ExpectedVersion::Any, events(1), &m).await
+    });
+    let (chains, singles) = tokio::join!(
+        futures::future::join_all(chains),
+        futures::future::join_all(singles)
+    );
+    assert!(singles.iter().all(Result::is_ok));
+    for chain in chains {
+        let [Ok(a), Ok(b)] = &chain[..] else {
+            panic!("a chain failed: {chain:?}")
+        };
+        assert_eq!(b.events[0].position, a.position + 1, "{chain:?}");
+        let writers: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT xmin::text FROM events WHERE position BETWEEN $1 AND $2",
+        )
+        .bind(a.position)
+        .bind(b.position)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            writers.len(),
+            1,
+            "one chain, several transactions: {writers:?}"
+        );
+    }
+    let all = store.read_all(0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=64).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

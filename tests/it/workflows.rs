@@ -612,3 +612,122 @@ async fn ten_technicians_race_for_five_parts() {
     assert_eq!(recorded, 5);
     let _ = store.head().await.unwrap();
 }
+
+/// A raise claims its ticket number in the number's own stream before the ticket exists.
+/// Without a device to link, the claim and the ticket are one chain, written by one
+/// transaction (one commit for the command, not two). A number someone else holds is left to
+/// them: the command draws its next number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_claims_its_number_in_the_same_commit_and_leaves_a_taken_one() {
+    use domain::{EventPayload, ReservationEvent, TicketNumber};
+    use stream_store::{Actor, CommandMetadata, ExpectedVersion, NewEvent};
+    use uuid::Uuid;
+
+    let d = desk().await;
+    let customer = d
+        .id(
+            "RegisterCustomer",
+            json!({ "name": "Ana", "email": "ana@example.com" }),
+            "customerId",
+        )
+        .await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&d.url)
+        .await
+        .unwrap();
+    let store = PgEventStore::new(pool.clone());
+
+    // The number the command's first attempt draws (from its command id, as the service
+    // does), claimed beforehand by another ticket: today's, and tomorrow's should the date
+    // turn meanwhile.
+    let command_id = Uuid::new_v4();
+    let draw = Uuid::new_v5(&command_id, b"ticket-number-0");
+    let entropy = u64::from_le_bytes(draw.as_bytes()[..8].try_into().unwrap());
+    let mut taken = Vec::new();
+    for days in [0, 1] {
+        let number =
+            TicketNumber::generate(Utc::now().date_naive() + Duration::days(days), entropy);
+        let key = StreamId::for_aggregate("ticket-number", number.as_str());
+        let claim = ReservationEvent::KeyReserved {
+            key: number.as_str().to_owned(),
+            owner: "ticket-someone-else".into(),
+            reserved_at: Utc::now(),
+        };
+        let event = NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: claim.event_type().to_owned(),
+            schema_version: claim.schema_version(),
+            data: claim.to_data(),
+        };
+        let id = Uuid::new_v4();
+        let meta = CommandMetadata {
+            command_id: id,
+            correlation_id: id,
+            causation_id: id,
+            actor: Actor {
+                id: "test".into(),
+                role: "admin".into(),
+            },
+            recorded_at: Utc::now(),
+        };
+        store
+            .append(&key, ExpectedVersion::NoStream, vec![event], &meta)
+            .await
+            .unwrap();
+        taken.push((number.as_str().to_owned(), key));
+    }
+
+    let body = json!({
+        "customerId": customer, "category": "repair", "subject": "No power",
+        "description": "Dead after a storm", "severity": "major", "impact": 2
+    });
+    let key_header = command_id.to_string();
+    let (status, raised) = d
+        .api
+        .raw(
+            "RaiseTicket",
+            body.to_string(),
+            &[("idempotency-key", key_header.as_str())],
+        )
+        .await;
+    assert_eq!(status, 201, "{raised}");
+    let data = &raised["events"][0]["data"];
+    let number = data["number"].as_str().unwrap().to_owned();
+    let ticket = data["ticketId"].as_str().unwrap().to_owned();
+    for (held, key) in &taken {
+        assert_ne!(&number, held, "the raise took a number someone else holds");
+        let claims = read_full_stream(&store, key).await.unwrap();
+        assert_eq!(claims.len(), 1, "the holder's claim was touched");
+    }
+
+    // The claim of the number the ticket got and the ticket's first event: one transaction.
+    let writers: Vec<(String, String)> = sqlx::query_as(
+        "SELECT stream_id, xmin::text FROM events WHERE stream_id = ANY($1) ORDER BY position",
+    )
+    .bind(vec![
+        format!("ticket-number-{number}"),
+        format!("ticket-{ticket}"),
+    ])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(writers.len(), 2, "{writers:?}");
+    assert_eq!(
+        writers[0].1, writers[1].1,
+        "claim and ticket committed apart: {writers:?}"
+    );
+
+    // Delivered again: the first outcome, nothing new.
+    let head = d.api.head().await;
+    let (status, again) = d
+        .api
+        .raw(
+            "RaiseTicket",
+            body.to_string(),
+            &[("idempotency-key", key_header.as_str())],
+        )
+        .await;
+    assert_eq!((status, &again), (201, &raised));
+    assert_eq!(d.api.head().await, head);
+}
