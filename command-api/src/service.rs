@@ -221,8 +221,8 @@ impl CommandService {
     /// Raises a ticket: looks up the customer (and device), claims a fresh ticket number,
     /// links the ticket to its device, appends. `drawn_id`: the id was drawn for this command,
     /// so the ticket is decided as new without reading its stream (were it taken after all,
-    /// the append would conflict and the command be decided again on what is there); without
-    /// a device to link, the number's claim and the ticket are then appended as one chain.
+    /// the append would conflict and the command be decided again on what is there); the
+    /// number's claim, the device's link and the ticket are then appended as one chain.
     pub async fn raise_ticket(
         &self,
         (ticket_id, drawn_id): (TicketId, bool),
@@ -264,11 +264,12 @@ impl CommandService {
             let number = TicketNumber::generate(meta.recorded_at.date_naive(), entropy);
             let key = StreamId::for_aggregate("ticket-number", number.as_str());
             let claim = derived(meta, &format!("ticket-number-{attempt}"));
-            if let (Some((new, 0)), None, None | Some(0)) = (&known, device_id, expected) {
-                let raise = build(number.clone(), customer, None, policy.clone());
+            if let (Some((new, 0)), None | Some(0)) = (&known, expected) {
+                let raise = build(number.clone(), customer, device, policy.clone());
                 let raised = self
                     .claim_and_raise(
                         (&key, number.as_str(), &claim),
+                        device_id.map(|id| (id, ticket_id)),
                         (&stream, expected),
                         new,
                         meta,
@@ -305,43 +306,98 @@ impl CommandService {
         ))
     }
 
-    /// Claims a ticket number (`key`: its stream, the number, the claim's metadata) and appends
-    /// a new ticket's first events in one chain: the ticket only if the claim holds, both with
-    /// one commit. None when the number is someone else's.
+    /// Claims a ticket number (`key`: its stream, the number, the claim's metadata), links the
+    /// ticket to its device (`link`: the device and the ticket) and appends a new ticket's
+    /// first events in one chain: each only if the one before it holds, all with one commit.
+    /// None when the number is someone else's. A step that cannot be chained (the device
+    /// refuses the link as the stream cache has it, or a stream moved meanwhile) is made on
+    /// its own, with the usual retries, as are the steps after it.
     async fn claim_and_raise(
         &self,
         (key, number, claim): (&StreamId, &str, &CommandMetadata),
+        link: Option<(DeviceId, TicketId)>,
         (stream, expected): (&StreamId, Option<i64>),
         new: &Ticket,
         meta: &CommandMetadata,
         command: impl Fn() -> TicketCommand,
     ) -> Result<Option<AppendOutcome>, ApiError> {
         let decided = new.decide(command(), meta.recorded_at)?;
-        let chain = vec![
-            Self::claim(key, number, stream, claim, 0),
-            AppendRequest {
+        let link_meta = derived(meta, "link-device");
+        let link = match link {
+            Some((device_id, ticket_id)) => {
+                let device_stream = stream_of::<Device>(device_id);
+                let (device, version) = self.load::<Device>(&device_stream).await?;
+                let link = DeviceCommand::LinkTicket { ticket_id };
+                let events = device.decide(link.clone(), meta.recorded_at).ok();
+                Some((
+                    device_stream,
+                    link,
+                    (device, version),
+                    events.filter(|e| !e.is_empty()),
+                ))
+            }
+            None => None,
+        };
+        let mut chain = vec![Self::claim(key, number, stream, claim, 0)];
+        if let Some((device_stream, _, (_, version), Some(events))) = &link {
+            chain.push(AppendRequest {
+                stream: device_stream.clone(),
+                expected: ExpectedVersion::Exact(*version),
+                events: encode(events, link_meta.command_id),
+                meta: link_meta.clone(),
+            });
+        }
+        let chained_link = matches!(&link, Some((_, _, _, Some(_))));
+        if link.is_none() || chained_link {
+            chain.push(AppendRequest {
                 stream: stream.clone(),
                 expected: ExpectedVersion::NoStream,
                 events: encode(&decided, meta.command_id),
                 meta: meta.clone(),
-            },
-        ];
+            });
+        }
         let mut results = self.store.append_chain(chain).await.into_iter();
         let nothing = || ApiError::Internal("an append chain answered nothing".into());
         match results.next().ok_or_else(nothing)? {
             Ok(_) => {}
             // The number's stream exists: the number is ours only if an earlier delivery of
-            // this command claimed it (then the ticket is appended, or found, as usual).
+            // this command claimed it (then the rest is made, or found, as usual).
             Err(StoreError::Conflict { .. }) => {
                 if !self.reserve_held(key, number, stream, claim).await? {
                     return Ok(None);
                 }
+                let link = link.map(|(device_stream, link, _, _)| (device_stream, link));
                 return self
-                    .execute::<Ticket>(stream, expected, meta, command)
+                    .link_and_raise(link, &link_meta, (stream, expected), meta, command)
                     .await
                     .map(Some);
             }
             Err(e) => return Err(e.into()),
+        }
+        if let Some((device_stream, link, (device, version), events)) = link {
+            let linked = match events {
+                Some(events) => match results.next().ok_or_else(nothing)? {
+                    Ok(outcome) => {
+                        self.remember(&device_stream, device, version, &events, &outcome);
+                        true
+                    }
+                    Err(StoreError::Conflict { .. }) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                None => false,
+            };
+            if !linked {
+                return self
+                    .link_and_raise(
+                        Some((device_stream, link)),
+                        &link_meta,
+                        (stream, expected),
+                        meta,
+                        command,
+                    )
+                    .await
+                    .map(Some);
+            }
         }
         match results.next().ok_or_else(nothing)? {
             Ok(outcome) => {
@@ -355,6 +411,24 @@ impl CommandService {
                 .map(Some),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The steps of a raise after its number's claim, one append each (with the usual
+    /// retries): the device's link, if any, then the ticket.
+    async fn link_and_raise(
+        &self,
+        link: Option<(StreamId, DeviceCommand)>,
+        link_meta: &CommandMetadata,
+        (stream, expected): (&StreamId, Option<i64>),
+        meta: &CommandMetadata,
+        command: impl Fn() -> TicketCommand,
+    ) -> Result<AppendOutcome, ApiError> {
+        if let Some((device_stream, link)) = link {
+            self.execute::<Device>(&device_stream, None, link_meta, || link.clone())
+                .await?;
+        }
+        self.execute::<Ticket>(stream, expected, meta, command)
+            .await
     }
 
     pub async fn ticket_command(

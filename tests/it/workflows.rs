@@ -613,10 +613,10 @@ async fn ten_technicians_race_for_five_parts() {
     let _ = store.head().await.unwrap();
 }
 
-/// A raise claims its ticket number in the number's own stream before the ticket exists.
-/// Without a device to link, the claim and the ticket are one chain, written by one
-/// transaction (one commit for the command, not two). A number someone else holds is left to
-/// them: the command draws its next number.
+/// A raise claims its ticket number in the number's own stream before the ticket exists, and
+/// links the ticket to its device in the device's stream. The claim, the link and the ticket
+/// are one chain, written by one transaction (one commit for the command, not three). A number
+/// someone else holds is left to them: the command draws its next number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raise_claims_its_number_in_the_same_commit_and_leaves_a_taken_one() {
     use domain::{EventPayload, ReservationEvent, TicketNumber};
@@ -730,4 +730,39 @@ async fn a_raise_claims_its_number_in_the_same_commit_and_leaves_a_taken_one() {
         .await;
     assert_eq!((status, &again), (201, &raised));
     assert_eq!(d.api.head().await, head);
+
+    // For a device: the claim, the device's TicketLinked and the ticket, one transaction.
+    let device = d.id("RegisterDevice", json!({
+        "customerId": customer, "name": "Phone", "serialNumber": "SN-CHAIN", "purchaseDate": date(-5), "warrantyMonths": 12
+    }), "deviceId").await;
+    let raised = d.ok("RaiseTicket", json!({
+        "customerId": customer, "deviceId": device, "category": "repair", "subject": "Cracked",
+        "description": "Dropped", "severity": "minor", "impact": 1
+    })).await;
+    let (number, ticket) = (
+        raised["number"].as_str().unwrap(),
+        raised["ticketId"].as_str().unwrap(),
+    );
+    let writers: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, xmin::text FROM events
+          WHERE stream_id = ANY($1) AND event_type <> 'DeviceRegistered' ORDER BY position",
+    )
+    .bind(vec![
+        format!("ticket-number-{number}"),
+        format!("device-{device}"),
+        format!("ticket-{ticket}"),
+    ])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let types: Vec<&str> = writers.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        ["KeyReserved", "TicketLinked", "TicketRaised"],
+        "{writers:?}"
+    );
+    assert!(
+        writers.iter().all(|(_, x)| *x == writers[0].1),
+        "committed apart: {writers:?}"
+    );
 }
