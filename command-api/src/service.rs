@@ -28,6 +28,8 @@ use crate::ApiError;
 /// How often a command is re-decided after losing a race for its stream. Generous: ten
 /// clients racing for the last units of one part each need a round.
 const MAX_ATTEMPTS: usize = 64;
+/// Names the command id of a raise's device link (derived from the raise's).
+const LINK_DEVICE: &str = "link-device";
 /// How many ticket numbers are tried before giving up on a (very unlikely) collision streak.
 const NUMBER_ATTEMPTS: usize = 8;
 
@@ -247,8 +249,8 @@ impl CommandService {
         // Decide once with a placeholder number so that a refused command claims none.
         let placeholder = TicketNumber::generate(meta.recorded_at.date_naive(), 0);
         let probe = TicketCommand::Raise(build(placeholder, customer, device, policy.clone()));
-        let known = drawn_id.then(|| (Ticket::default(), 0));
-        if let Some((new, _)) = &known {
+        let new = Ticket::default();
+        if drawn_id {
             new.decide(probe, meta.recorded_at)?;
         } else {
             self.probe::<Ticket>(&stream, probe, meta).await?;
@@ -264,14 +266,14 @@ impl CommandService {
             let number = TicketNumber::generate(meta.recorded_at.date_naive(), entropy);
             let key = StreamId::for_aggregate("ticket-number", number.as_str());
             let claim = derived(meta, &format!("ticket-number-{attempt}"));
-            if let (Some((new, 0)), None | Some(0)) = (&known, expected) {
+            if drawn_id && expected.unwrap_or(0) == 0 {
                 let raise = build(number.clone(), customer, device, policy.clone());
                 let raised = self
                     .claim_and_raise(
                         (&key, number.as_str(), &claim),
                         device_id.map(|id| (id, ticket_id)),
                         (&stream, expected),
-                        new,
+                        &new,
                         meta,
                         || TicketCommand::Raise(raise.clone()),
                     )
@@ -284,21 +286,19 @@ impl CommandService {
             if !self.reserve(&key, number.as_str(), &stream, &claim).await? {
                 continue;
             }
-            if let Some(device_id) = device_id {
+            let link = device_id.map(|id| {
                 let link = DeviceCommand::LinkTicket { ticket_id };
-                self.execute::<Device>(
-                    &stream_of::<Device>(device_id),
-                    None,
-                    &derived(meta, "link-device"),
-                    || link.clone(),
-                )
-                .await?;
-            }
+                (stream_of::<Device>(id), link)
+            });
             let raise = build(number, customer, device, policy);
             return self
-                .execute_from::<Ticket>(&stream, expected, meta, known, || {
-                    TicketCommand::Raise(raise.clone())
-                })
+                .link_and_raise(
+                    link,
+                    &derived(meta, LINK_DEVICE),
+                    (&stream, expected),
+                    meta,
+                    || TicketCommand::Raise(raise.clone()),
+                )
                 .await;
         }
         Err(ApiError::Internal(
@@ -322,7 +322,7 @@ impl CommandService {
         command: impl Fn() -> TicketCommand,
     ) -> Result<Option<AppendOutcome>, ApiError> {
         let decided = new.decide(command(), meta.recorded_at)?;
-        let link_meta = derived(meta, "link-device");
+        let link_meta = derived(meta, LINK_DEVICE);
         let link = match link {
             Some((device_id, ticket_id)) => {
                 let device_stream = stream_of::<Device>(device_id);
@@ -347,8 +347,11 @@ impl CommandService {
                 meta: link_meta.clone(),
             });
         }
-        let chained_link = matches!(&link, Some((_, _, _, Some(_))));
-        if link.is_none() || chained_link {
+        // The ticket follows in the chain unless the link had to be left out of it.
+        if link
+            .as_ref()
+            .is_none_or(|(_, _, _, events)| events.is_some())
+        {
             chain.push(AppendRequest {
                 stream: stream.clone(),
                 expected: ExpectedVersion::NoStream,
@@ -680,19 +683,8 @@ impl CommandService {
         meta: &CommandMetadata,
         command: impl Fn() -> A::Command,
     ) -> Result<AppendOutcome, ApiError> {
-        self.execute_from::<A>(stream, expected, meta, None, command)
-            .await
-    }
-
-    /// `execute`, deciding first against `known` (state and version) instead of loading.
-    async fn execute_from<A: Aggregate + Send + Sync + 'static>(
-        &self,
-        stream: &StreamId,
-        expected: Option<i64>,
-        meta: &CommandMetadata,
-        mut known: Option<(A, i64)>,
-        command: impl Fn() -> A::Command,
-    ) -> Result<AppendOutcome, ApiError> {
+        // The state confirmed on the log after a refusal, decided on once more.
+        let mut known: Option<(A, i64)> = None;
         let mut confirmed = false;
         for _ in 0..MAX_ATTEMPTS {
             let (state, version) = match known.take() {

@@ -161,7 +161,6 @@ impl PgEventStore {
         &self,
         chain: Vec<AppendJob>,
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-        let streams: Vec<StreamId> = chain.iter().map(|job| job.stream.clone()).collect();
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::Unavailable("the store's writer has stopped".into());
         self.inner
@@ -170,10 +169,12 @@ impl PgEventStore {
             .await
             .map_err(|_| closed())?;
         let results = answer.await.map_err(|_| closed())?;
-        for (stream, result) in streams.iter().zip(&results) {
+        for result in &results {
             match result {
                 Ok(outcome) => self.inner.cache.appended(outcome),
-                Err(StoreError::Conflict { .. }) => self.inner.cache.forget(stream.as_str()),
+                Err(StoreError::Conflict { stream, .. }) => {
+                    self.inner.cache.forget(stream.as_str())
+                }
                 Err(_) => {}
             }
         }

@@ -620,7 +620,7 @@ async fn ten_technicians_race_for_five_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raise_claims_its_number_in_the_same_commit_and_leaves_a_taken_one() {
     use domain::{EventPayload, ReservationEvent, TicketNumber};
-    use stream_store::{Actor, CommandMetadata, ExpectedVersion, NewEvent};
+    use stream_store::{ExpectedVersion, NewEvent};
     use uuid::Uuid;
 
     let d = desk().await;
@@ -660,19 +660,13 @@ async fn a_raise_claims_its_number_in_the_same_commit_and_leaves_a_taken_one() {
             schema_version: claim.schema_version(),
             data: claim.to_data(),
         };
-        let id = Uuid::new_v4();
-        let meta = CommandMetadata {
-            command_id: id,
-            correlation_id: id,
-            causation_id: id,
-            actor: Actor {
-                id: "test".into(),
-                role: "admin".into(),
-            },
-            recorded_at: Utc::now(),
-        };
         store
-            .append(&key, ExpectedVersion::NoStream, vec![event], &meta)
+            .append(
+                &key,
+                ExpectedVersion::NoStream,
+                vec![event],
+                &crate::store::meta(),
+            )
             .await
             .unwrap();
         taken.push((number.as_str().to_owned(), key));
