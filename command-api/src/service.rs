@@ -250,10 +250,18 @@ impl CommandService {
         let placeholder = TicketNumber::generate(meta.recorded_at.date_naive(), 0);
         let probe = TicketCommand::Raise(build(placeholder, customer, device, policy.clone()));
         let new = Ticket::default();
-        if drawn_id {
+        let version = if drawn_id {
             new.decide(probe, meta.recorded_at)?;
+            0
         } else {
-            self.probe::<Ticket>(&stream, probe, meta).await?;
+            self.probe::<Ticket>(&stream, probe, meta).await?.1
+        };
+        // A pinned version the stream is not at is refused before the claim and the link too.
+        if let Some(pinned) = expected.filter(|pinned| *pinned != version) {
+            return Err(ApiError::Conflict {
+                expected: ExpectedVersion::Exact(pinned),
+                actual: version,
+            });
         }
 
         for attempt in 0..NUMBER_ATTEMPTS {

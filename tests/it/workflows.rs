@@ -760,3 +760,46 @@ async fn a_raise_claims_its_number_in_the_same_commit_and_leaves_a_taken_one() {
         "committed apart: {writers:?}"
     );
 }
+
+/// A raise whose id the client chose, or that pins an expected version, takes the path that
+/// reads the ticket's stream: claim, device link and ticket one after another. An id already
+/// raised and a pinned version the stream is not at are refused with 4xx and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raise_with_a_chosen_id_or_a_pinned_version_is_checked_on_the_stream() {
+    let d = desk().await;
+    let (customer, _, device) = front_desk(&d, 10, 12, "SN-CHOSEN").await;
+    let chosen = uuid::Uuid::new_v4().to_string();
+    let body = |extra: Value| {
+        let mut body = json!({
+            "customerId": customer, "deviceId": device, "category": "repair", "subject": "Hinge",
+            "description": "Loose", "severity": "minor", "impact": 1
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let raised = d
+        .ok("RaiseTicket", body(json!({ "ticketId": chosen })))
+        .await;
+    assert_eq!(raised["ticketId"], chosen.as_str());
+    assert_eq!(raised["deviceId"], device.as_str());
+
+    let head = d.api.head().await;
+    let (status, again) = d
+        .api
+        .command("RaiseTicket", body(json!({ "ticketId": chosen })))
+        .await;
+    assert!((400..500).contains(&status), "{status} {again}");
+    assert!(again["error"]["code"].is_string(), "{again}");
+    let (status, pinned) = d
+        .api
+        .command("RaiseTicket", body(json!({ "expectedVersion": 3 })))
+        .await;
+    assert_eq!(
+        (status, pinned["error"]["code"].as_str()),
+        (409, Some("VERSION_CONFLICT")),
+        "{pinned}"
+    );
+    assert_eq!(d.api.head().await, head, "a refused raise wrote");
+}
