@@ -69,6 +69,7 @@ struct GraphqlState {
     schema: LedgerSchema,
     freshness: Freshness,
     authenticator: Arc<dyn Authenticator>,
+    documents: parse_cache::ParsedDocuments,
 }
 
 /// `GET /graphql` serves GraphiQL; `POST /graphql` answers queries; `/graphql/ws` serves
@@ -84,6 +85,7 @@ pub fn router(
         schema,
         freshness,
         authenticator,
+        documents: parse_cache::ParsedDocuments::default(),
     };
     Router::new()
         .route(
@@ -113,6 +115,7 @@ async fn graphql(
     request: GraphQLRequest,
 ) -> GraphQLResponse {
     let mut request = request.into_inner();
+    state.documents.prepare(&mut request);
     if let Some(Extension(principal)) = principal {
         request = request.data(principal);
     }

@@ -1,56 +1,82 @@
 //! Parsed queries by their text. Clients send the same few query documents over and over with
 //! different variables; parsing one (a PEG parser) cost as much as serving a cached ticket.
 //! Validation still runs on every request: only the parse is reused.
+//!
+//! The cache sits in the HTTP handler, which hands the schema a parsed request, rather than in
+//! a schema extension: with any extension installed, async-graphql sends every field's
+//! resolution through the extension chain (a registry lookup of the field's type and a boxed
+//! future per field), which cost more per request than the parse it saved.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
-use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerResult, Variables};
+use async_graphql::parser::{parse_query, types::ExecutableDocument};
+use lru::LruCache;
 
 /// Distinct documents kept.
 const DOCUMENTS: usize = 256;
 /// Longer documents are parsed every time (they are rare, and would crowd the cache).
 const LONGEST_CACHED: usize = 4_096;
 
-/// The extension; one cache shared by every request.
+/// One cache shared by every request.
 #[derive(Clone)]
-pub struct ParseCache(Arc<Mutex<lru::LruCache<String, ExecutableDocument>>>);
+pub(crate) struct ParsedDocuments(Arc<Mutex<LruCache<String, ExecutableDocument>>>);
 
-impl Default for ParseCache {
+impl Default for ParsedDocuments {
     fn default() -> Self {
         let capacity = NonZeroUsize::new(DOCUMENTS).unwrap_or(NonZeroUsize::MIN);
-        ParseCache(Arc::new(Mutex::new(lru::LruCache::new(capacity))))
+        ParsedDocuments(Arc::new(Mutex::new(LruCache::new(capacity))))
     }
 }
 
-impl ExtensionFactory for ParseCache {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for ParseCache {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
+impl ParsedDocuments {
+    /// Gives `request` its parsed document, from the cache or parsed now and kept. A query
+    /// that does not parse is left as it is: the schema parses it again and answers its
+    /// error as it answers any other.
+    pub(crate) fn prepare(&self, request: &mut async_graphql::Request) {
+        let query = &request.query;
         if query.len() > LONGEST_CACHED {
-            return next.run(ctx, query, variables).await;
+            return;
         }
-        if let Some(document) = self.0.lock().ok().and_then(|mut c| c.get(query).cloned()) {
-            return Ok(document);
-        }
-        // Only documents that parse are kept.
-        let document = next.run(ctx, query, variables).await?;
-        if let Ok(mut cache) = self.0.lock() {
-            cache.put(query.to_owned(), document.clone());
-        }
-        Ok(document)
+        let cached = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(query.as_str()).cloned());
+        let document = match cached {
+            Some(document) => document,
+            None => {
+                let Ok(document) = parse_query(query) else {
+                    return;
+                };
+                if let Ok(mut cache) = self.0.lock() {
+                    cache.put(query.clone(), document.clone());
+                }
+                document
+            }
+        };
+        request.set_parsed_query(document);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ParsedDocuments;
+
+    #[test]
+    fn a_document_is_parsed_once_and_a_bad_one_is_left_to_the_schema() {
+        let documents = ParsedDocuments::default();
+        let mut first = async_graphql::Request::new("{ __typename }");
+        documents.prepare(&mut first);
+        assert!(first.parsed_query().is_ok());
+        assert_eq!(documents.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+        let mut again = async_graphql::Request::new("{ __typename }");
+        documents.prepare(&mut again);
+        assert_eq!(documents.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+
+        let mut bad = async_graphql::Request::new("{ ticket(");
+        documents.prepare(&mut bad);
+        assert_eq!(documents.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+        assert!(bad.parsed_query().is_err());
     }
 }

@@ -51,7 +51,6 @@ pub fn build_schema(
         .data(freshness)
         .data(store)
         .data(settings)
-        .extension(crate::parse_cache::ParseCache::default())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()

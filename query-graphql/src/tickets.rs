@@ -229,9 +229,13 @@ fn current_priority(
     policy: &domain::priority::PriorityPolicy,
     now: DateTime<Utc>,
 ) {
-    let label = |s: &str| serde_json::Value::String(s.to_owned());
-    let severity = serde_json::from_value::<domain::Severity>(label(&r.severity));
-    let tier = serde_json::from_value::<domain::Tier>(label(&r.customer_tier));
+    // The stored labels are the domain's serde names; read in place, without a JSON value.
+    use serde::de::{value::Error, Deserialize, IntoDeserializer};
+    let severity =
+        domain::Severity::deserialize(IntoDeserializer::<Error>::into_deserializer(&*r.severity));
+    let tier = domain::Tier::deserialize(IntoDeserializer::<Error>::into_deserializer(
+        &*r.customer_tier,
+    ));
     let impact = domain::Impact::parse("impact", i64::from(r.impact));
     if let (Ok(severity), Ok(tier), Ok(impact)) = (severity, tier, impact) {
         let inputs = domain::priority::PriorityInputs {
