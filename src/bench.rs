@@ -4,13 +4,19 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
 use chrono::Utc;
 use domain::{EventPayload, TicketEvent};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use stream_store::{
     Actor, CommandMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, StreamId,
@@ -212,6 +218,99 @@ impl Http {
     }
 }
 
+/// One client's own keep-alive HTTP/1.1 connection, for the closed-loop scenarios (commands,
+/// reads), as `wrk` and pgbench keep one connection per client. The connection is driven on
+/// the client's own task: no pool to check out from and no connection task to hand each
+/// request to and wake for its answer, which made reqwest's client cost about 47 µs of CPU
+/// per query against `wrk`'s 19 on the machine the server shares (BENCHMARKS.md, thirteenth
+/// round). A connection the server closed is opened again on the next request.
+struct Connection {
+    authority: String,
+    authorization: HeaderValue,
+    open: Option<Open>,
+}
+
+/// An open connection: where requests go in, and what moves their bytes.
+type Open = (http1::SendRequest<Full<Bytes>>, Pin<Box<Driver>>);
+type Driver = http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+
+impl Connection {
+    fn new(http: &Http) -> anyhow::Result<Connection> {
+        let authority = http
+            .base
+            .strip_prefix("http://")
+            .context("the server's address")?
+            .to_owned();
+        Ok(Connection {
+            authority,
+            authorization: HeaderValue::from_str(&format!("Bearer {}", http.token))?,
+            open: None,
+        })
+    }
+
+    /// POSTs `body` as JSON to `path`: the answer's status and JSON body.
+    async fn post(&mut self, path: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
+        let request = hyper::Request::post(path)
+            .header(header::HOST, &self.authority)
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        if self.open.is_none() {
+            let stream = tokio::net::TcpStream::connect(&self.authority).await?;
+            stream.set_nodelay(true)?;
+            let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
+            self.open = Some((sender, Box::pin(driver)));
+        }
+        let Some((sender, driver)) = self.open.as_mut() else {
+            bail!("no connection");
+        };
+        let exchange = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let bytes = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, serde_json::from_slice(&bytes)?))
+        };
+        // The driver moves the bytes; it ends only when the connection does.
+        let answer = tokio::select! {
+            answer = exchange => Some(answer),
+            _ = driver => None,
+        };
+        match answer {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(e)) => {
+                self.open = None;
+                Err(e)
+            }
+            None => {
+                self.open = None;
+                bail!("the server closed the connection")
+            }
+        }
+    }
+
+    async fn command(&mut self, name: &str, body: &Value) -> anyhow::Result<Value> {
+        let (status, answer) = self.post(&format!("/commands/{name}"), body).await?;
+        if !status.is_success() {
+            bail!("{name}: {status} {answer}");
+        }
+        Ok(answer)
+    }
+
+    async fn graphql(&mut self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let (_, answer) = self
+            .post(
+                "/graphql",
+                &json!({ "query": query, "variables": variables }),
+            )
+            .await?;
+        if !answer["errors"].is_null() {
+            bail!("graphql: {answer}");
+        }
+        Ok(answer)
+    }
+}
+
 fn id(v: &Value, field: &str) -> String {
     v["events"][0]["data"][field]
         .as_str()
@@ -233,13 +332,16 @@ async fn http_commands(
             let (http, customer, technician) = (http.clone(), customer.to_owned(), technician.to_owned());
             tokio::spawn(async move {
                 let (mut lat, mut errors) = (Vec::new(), 0u64);
+                let Ok(mut connection) = Connection::new(&http) else {
+                    return (lat, 1);
+                };
                 while Instant::now() < deadline {
                     let mut timed = |started: Instant, r: anyhow::Result<Value>| -> Option<Value> {
                         lat.push(started.elapsed().as_micros() as u64);
                         r.map_err(|_| errors += 1).ok()
                     };
                     let t = Instant::now();
-                    let Some(raised) = timed(t, http.command("RaiseTicket", json!({ "customerId": customer, "category": "repair", "subject": "Bench", "description": "d", "severity": "major", "impact": 2 })).await) else { continue };
+                    let Some(raised) = timed(t, connection.command("RaiseTicket", &json!({ "customerId": customer, "category": "repair", "subject": "Bench", "description": "d", "severity": "major", "impact": 2 })).await) else { continue };
                     let ticket = id(&raised, "ticketId");
                     for (name, body) in [
                         ("AssignTechnician", json!({ "ticketId": ticket, "technicianId": technician })),
@@ -248,7 +350,7 @@ async fn http_commands(
                         ("CloseTicket", json!({ "ticketId": ticket })),
                     ] {
                         let t = Instant::now();
-                        if timed(t, http.command(name, body).await).is_none() {
+                        if timed(t, connection.command(name, &body).await).is_none() {
                             break;
                         }
                     }
@@ -491,9 +593,12 @@ async fn reads(
             let (http, variables) = (http.clone(), variables.clone());
             tokio::spawn(async move {
                 let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, c * 7919);
+                let Ok(mut connection) = Connection::new(&http) else {
+                    return (lat, 1);
+                };
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    match http.graphql(query, variables(i), None).await {
+                    match connection.graphql(query, variables(i)).await {
                         Ok(_) => lat.push(t.elapsed().as_micros() as u64),
                         Err(_) => errors += 1,
                     }
