@@ -221,7 +221,7 @@ impl Http {
 /// One client's own keep-alive HTTP/1.1 connection, for the closed-loop scenarios (commands,
 /// reads), as `wrk` and pgbench keep one connection per client. The connection is driven on
 /// the client's own task: no pool to check out from and no connection task to hand each
-/// request to and wake for its answer, which made reqwest's client cost about 47 µs of CPU
+/// request to and wake for its answer, which made reqwest's client cost 39–47 µs of CPU
 /// per query against `wrk`'s 19 on the machine the server shares (BENCHMARKS.md, thirteenth
 /// round). A connection the server closed is opened again on the next request.
 struct Connection {
