@@ -223,7 +223,8 @@ impl Http {
 /// the client's own task: no pool to check out from and no connection task to hand each
 /// request to and wake for its answer, which made reqwest's client cost 39–47 µs of CPU
 /// per query against `wrk`'s 19 on the machine the server shares (BENCHMARKS.md, thirteenth
-/// round). A connection the server closed is opened again on the next request.
+/// round). After a failed exchange (or the server closing it) the connection is dropped and
+/// a new one is opened on the next request.
 struct Connection {
     authority: String,
     authorization: HeaderValue,
