@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +118,14 @@ pub trait Changes: Send {
         tx: &mut PgConnection,
         how: Write,
     ) -> Result<(), ProjectionError>;
+
+    /// The keys of the rows these changes append to each table of
+    /// `Projector::appended_in_rebuild` (in that order), so that a rebuild looks for older
+    /// rows only under keys appended more than once. `None`: not known (every key is then
+    /// looked at).
+    fn appended_keys(&self) -> Option<Vec<&[uuid::Uuid]>> {
+        None
+    }
 }
 
 /// How a batch's writes meet the rows of earlier batches in the tables of
@@ -134,7 +143,7 @@ pub enum Write {
 #[derive(Debug, Clone, Copy)]
 pub struct AppendedTable {
     pub table: &'static str,
-    /// The column that identifies a row (its primary key).
+    /// The column that identifies a row (its primary key, a UUID).
     pub key: &'static str,
     /// The column that grows with each change of a row.
     pub version: &'static str,
@@ -247,8 +256,10 @@ enum BatchOutcome {
 }
 
 /// Applies `events` (all after `from`) and moves the checkpoint, in one transaction. The
-/// checkpoint row is locked and compared first, so two runners of one projection (or a runner
-/// and a rebuild) can never both apply the same event.
+/// checkpoint is moved first, only from `from` (which locks its row), so two runners of one
+/// projection (or a runner and a rebuild) can never both apply the same event; moving it
+/// before the events are applied saves the batch a round trip, and the commit makes both
+/// visible at once.
 async fn apply_batch(
     conn: &mut PgConnection,
     projector: &dyn Projector,
@@ -260,17 +271,25 @@ async fn apply_batch(
         return Ok(BatchOutcome::Applied(from));
     };
     let mut tx = conn.begin().await?;
-    let current = sqlx::query_scalar!(
-        "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
-        projector.name()
+    let claimed = sqlx::query!(
+        "UPDATE public.projection_checkpoints SET position = $3, updated_at = now()
+          WHERE name = $1 AND position = $2",
+        projector.name(),
+        from,
+        last.position
     )
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    if current != from {
+    if claimed.rows_affected() == 0 {
+        let current = sqlx::query_scalar!(
+            "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
+            projector.name()
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         return Ok(BatchOutcome::Moved(current));
     }
     apply_events(&mut tx, projector, log, from, events).await?;
-    move_checkpoint(&mut tx, projector.name(), last.position).await?;
     tx.commit().await?;
     announce(conn, projector.name(), last.position).await;
     Ok(BatchOutcome::Applied(last.position))
@@ -558,6 +577,7 @@ pub async fn rebuild(
     // the rows takes the other core), this one is computed, the previous one is written (on
     // a task of its own while this one is computed). Writes stay one at a time, in log order.
     let mut writing: Option<tokio::task::JoinHandle<Result<(), ProjectionError>>> = None;
+    let mut appended_twice = AppendedTwice::new(appended.len());
     while let Some(last) = events.last().map(|e| e.position) {
         let reading = {
             let store = store.clone();
@@ -573,6 +593,7 @@ pub async fn rebuild(
         let applied = match (written, prepared) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(Some(changes))) => {
+                appended_twice.note(changes.appended_keys());
                 let (pool, shadow) = (pool.clone(), shadow.clone());
                 writing = Some(tokio::spawn(async move {
                     let mut tx = begin_in(&pool, &shadow).await?;
@@ -612,17 +633,35 @@ pub async fn rebuild(
         landed(write).await?;
         progress(position, head.max(position));
     }
-    // Of the rows appended for one key, the newest is the row.
-    for t in appended {
+    // Of the rows appended for one key, the newest is the row. Only keys appended more than
+    // once are looked at when they are known: grouping every row of a large table by its
+    // key took as long as building two of its indexes.
+    for (i, t) in appended.iter().enumerate() {
         let (table, key, version) = (t.table, t.key, t.version);
-        sqlx::query(&format!(
-            "DELETE FROM {shadow}.{table} a
-             USING (SELECT {key} AS k, max({version}) AS v FROM {shadow}.{table}
-                    GROUP BY {key} HAVING count(*) > 1) newest
-             WHERE a.{key} = newest.k AND a.{version} < newest.v"
-        ))
-        .execute(pool)
-        .await?;
+        match appended_twice.keys(i) {
+            Some(keys) if keys.is_empty() => {}
+            Some(keys) => {
+                sqlx::query(&format!(
+                    "DELETE FROM {shadow}.{table} a
+                     USING (SELECT {key} AS k, max({version}) AS v FROM {shadow}.{table}
+                            WHERE {key} = ANY($1) GROUP BY {key}) newest
+                     WHERE a.{key} = ANY($1) AND a.{key} = newest.k AND a.{version} < newest.v"
+                ))
+                .bind(keys)
+                .execute(pool)
+                .await?;
+            }
+            None => {
+                sqlx::query(&format!(
+                    "DELETE FROM {shadow}.{table} a
+                     USING (SELECT {key} AS k, max({version}) AS v FROM {shadow}.{table}
+                            GROUP BY {key} HAVING count(*) > 1) newest
+                     WHERE a.{key} = newest.k AND a.{version} < newest.v"
+                ))
+                .execute(pool)
+                .await?;
+            }
+        }
     }
     // Fresh tables have no statistics; without them the first queries would plan blind.
     let mut statements = deferred.indexes;
@@ -662,6 +701,48 @@ pub async fn rebuild(
     };
     progress(position, position);
     Ok(position)
+}
+
+/// Which keys a rebuild's load appended to each appended table more than once, as far as
+/// every batch told (`Changes::appended_keys`).
+struct AppendedTwice {
+    /// Per table: every key appended so far, and those appended again. `None` once a batch
+    /// did not tell its keys.
+    tables: Option<Vec<(HashSet<uuid::Uuid>, HashSet<uuid::Uuid>)>>,
+}
+
+impl AppendedTwice {
+    fn new(tables: usize) -> Self {
+        Self {
+            tables: Some(vec![(HashSet::new(), HashSet::new()); tables]),
+        }
+    }
+
+    fn note(&mut self, batch: Option<Vec<&[uuid::Uuid]>>) {
+        let (Some(tables), Some(batch)) = (self.tables.as_mut(), batch) else {
+            self.tables = None;
+            return;
+        };
+        if batch.len() != tables.len() {
+            self.tables = None;
+            return;
+        }
+        for ((seen, again), keys) in tables.iter_mut().zip(batch) {
+            for key in keys {
+                if !seen.insert(*key) {
+                    again.insert(*key);
+                }
+            }
+        }
+    }
+
+    /// The keys of table `i` appended more than once; `None` if not known.
+    fn keys(&self, i: usize) -> Option<Vec<uuid::Uuid>> {
+        self.tables
+            .as_ref()
+            .and_then(|t| t.get(i))
+            .map(|(_, again)| again.iter().copied().collect())
+    }
 }
 
 /// The outcome of a batch's write running on a task of its own.
@@ -902,4 +983,34 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())
         .is_some_and(|code| code == "55P03")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppendedTwice;
+    use uuid::Uuid;
+
+    #[test]
+    fn keys_appended_by_more_than_one_batch_are_the_ones_looked_at() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut twice = AppendedTwice::new(1);
+        twice.note(Some(vec![&[a, b][..]]));
+        assert_eq!(twice.keys(0), Some(vec![]));
+        twice.note(Some(vec![&[b, c][..]]));
+        twice.note(Some(vec![&[b][..]]));
+        assert_eq!(twice.keys(0), Some(vec![b]));
+    }
+
+    #[test]
+    fn a_batch_that_does_not_tell_its_keys_makes_every_key_looked_at() {
+        let a = Uuid::new_v4();
+        let mut twice = AppendedTwice::new(1);
+        twice.note(Some(vec![&[a][..]]));
+        twice.note(None);
+        twice.note(Some(vec![&[a][..]]));
+        assert_eq!(twice.keys(0), None);
+        let mut mismatched = AppendedTwice::new(2);
+        mismatched.note(Some(vec![&[a][..]]));
+        assert_eq!(mismatched.keys(0), None);
+    }
 }

@@ -192,6 +192,10 @@ impl Changes for BatchChanges {
         self.children.insert(tx).await?;
         self.rows.write(tx, how).await
     }
+
+    fn appended_keys(&self) -> Option<Vec<&[Uuid]>> {
+        Some(vec![&self.rows.ticket_id])
+    }
 }
 
 async fn apply_customer(
