@@ -11,6 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Most events applied in one transaction while following the log.
 const BATCH: usize = 500;
+/// After a batch that was not full, the least time before the next one starts: every commit
+/// waits for its own flush of the WAL, and the append writer's commits wait behind the
+/// projections' (at one client a command took 1.3 ms with both projections following, 0.9
+/// ms without). Under load the events of a few milliseconds go in one transaction; a quiet
+/// log's next event is applied at once.
+const LINGER: Duration = Duration::from_millis(3);
 /// Events per transaction during a rebuild.
 const REBUILD_BATCH: usize = 10_000;
 /// Deferred index builds (and ANALYZEs) a rebuild runs at the same time. One more than two
@@ -483,7 +489,12 @@ async fn follow(
     let mut position = load_checkpoint(pool, projector.name()).await?;
     let log = Log::of(store, pool).await?;
     let mut feed = store.subscribe_all(position).ready_chunks(BATCH);
+    let mut next_batch_at = tokio::time::Instant::now();
     loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep_until(next_batch_at) => {}
+        }
         let chunk = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             chunk = feed.next() => chunk,
@@ -494,6 +505,12 @@ async fn follow(
         };
         let Some(chunk) = chunk else { return Ok(()) };
         let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+        next_batch_at = tokio::time::Instant::now()
+            + if events.len() < BATCH {
+                LINGER
+            } else {
+                Duration::ZERO
+            };
         match apply_batch(lease, projector, log, position, &events).await? {
             BatchOutcome::Applied(p) => position = p,
             BatchOutcome::Moved(p) => {
