@@ -9,8 +9,10 @@ use sqlx::{Connection, PgConnection, PgPool};
 use stream_store::{EventStore, RecordedEvent, StoreError};
 use tokio_util::sync::CancellationToken;
 
-/// Most events applied in one transaction while following the log.
-const BATCH: usize = 500;
+/// Most events applied in one transaction while following the log: one page of the
+/// PostgreSQL store's subscription, so that catching up applies whole pages (with 500, every
+/// page of 512 also made a transaction of 12 events, which `LINGER` then held back).
+const BATCH: usize = stream_store::SUBSCRIPTION_PAGE;
 /// After a batch that was not full, the least time before the next one starts: every commit
 /// waits for its own flush of the WAL, and the append writer's commits wait behind the
 /// projections' (at one client a command took 1.3 ms with both projections following, 0.9

@@ -12,7 +12,7 @@ mod types;
 
 pub use error::StoreError;
 pub use esdb::EsdbEventStore;
-pub use postgres::PgEventStore;
+pub use postgres::{PgEventStore, SUBSCRIPTION_PAGE};
 pub use types::{
     Actor, AppendOutcome, AppendRequest, CommandMetadata, EventStream, ExpectedVersion, NewEvent,
     Payload, RecordedEvent, StreamId,

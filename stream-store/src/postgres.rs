@@ -350,7 +350,7 @@ struct Subscription {
 }
 
 /// Events per read of a subscription.
-const SUBSCRIPTION_PAGE: usize = 512;
+pub const SUBSCRIPTION_PAGE: usize = 512;
 
 impl Subscription {
     async fn next(mut self) -> Option<(Result<RecordedEvent, StoreError>, Self)> {
