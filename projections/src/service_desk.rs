@@ -536,10 +536,10 @@ async fn touch_device(
 /// The ticket events of one batch. Writing a batch takes four statements however many
 /// events it holds: evolve the touched tickets in memory with the domain's own code (so bill,
 /// coverage and balance are exactly the domain's), then insert the notes, parts and payments
-/// and upsert every touched ticket, each with one `UNNEST`. A ticket the batch continues starts
-/// from memory when the projector last left it right before; otherwise from the fold of its
-/// stream's earlier events, read from the log (a few events, one index range): the row keeps
-/// no copy of the state, which would be most of its width.
+/// and upsert every touched ticket, each statement taking one array per column. A ticket the
+/// batch continues starts from memory when the projector last left it right before; otherwise
+/// from the fold of its stream's earlier events, read from the log (a few events, one index
+/// range): the row keeps no copy of the state, which would be most of its width.
 #[derive(Default)]
 struct TicketBatch<'a> {
     events: Vec<(&'a RecordedEvent, Uuid, TicketEvent)>,
@@ -792,8 +792,9 @@ impl Children {
             sqlx::query!(
                 "INSERT INTO ticket_notes (note_id, ticket_id, position, text, visibility,
                                            actor_id, added_at)
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[],
-                                      $5::text[], $6::text[], $7::timestamptz[])",
+                 SELECT unnest($1::uuid[]), unnest($2::uuid[]), unnest($3::bigint[]),
+                        unnest($4::text[]), unnest($5::text[]), unnest($6::text[]),
+                        unnest($7::timestamptz[])",
                 &self.note_id,
                 &self.note_ticket,
                 &self.note_position,
@@ -809,8 +810,8 @@ impl Children {
             sqlx::query!(
                 "INSERT INTO ticket_parts (ticket_id, position, part_id, quantity, unit_cost,
                                            used_at)
-                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::int[],
-                                      $5::bigint[], $6::timestamptz[])",
+                 SELECT unnest($1::uuid[]), unnest($2::bigint[]), unnest($3::uuid[]),
+                        unnest($4::int[]), unnest($5::bigint[]), unnest($6::timestamptz[])",
                 &self.part_ticket,
                 &self.part_position,
                 &self.part_id,
@@ -825,8 +826,8 @@ impl Children {
             sqlx::query!(
                 "INSERT INTO ticket_payments (payment_id, ticket_id, position, amount, method,
                                               paid_at)
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[],
-                                      $5::text[], $6::timestamptz[])",
+                 SELECT unnest($1::uuid[]), unnest($2::uuid[]), unnest($3::bigint[]),
+                        unnest($4::bigint[]), unnest($5::text[]), unnest($6::timestamptz[])",
                 &self.payment_id,
                 &self.payment_ticket,
                 &self.payment_position,
@@ -844,7 +845,10 @@ impl Children {
 type Time = chrono::DateTime<chrono::Utc>;
 
 /// One statement for all the batch's tickets, the rows travelling as one array per column;
-/// `$tail` says what a row whose ticket is already there does.
+/// `$tail` says what a row whose ticket is already there does. The arrays are unnested in the
+/// select list, where they advance in lockstep row by row: `FROM UNNEST(a, b, …)` first copies
+/// each array into a tuplestore of its own and then zips them (about 3 µs more per row of 43
+/// columns; the same holds for every batch insert of the projections).
 macro_rules! insert_ticket_rows {
     ($rows:expr, $tail:literal) => {
         sqlx::query!(
@@ -856,15 +860,22 @@ macro_rules! insert_ticket_rows {
                      feedback_comment, resolution, raised_at, assigned_at, started_at, completed_at,
                      resolved_at, closed_at, cancelled_at, reopened_at, settled_at, updated_at,
                      version)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::text[], $9::smallint[], $10::uuid[], $11::text[],
-                     $12::uuid[], $13::uuid[], $14::int[], $15::text[], $16::int[], $17::bigint[],
-                     $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::text[],
-                     $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[],
-                     $28::text[], $29::text[], $30::smallint[], $31::text[], $32::text[],
-                     $33::timestamptz[], $34::timestamptz[], $35::timestamptz[], $36::timestamptz[],
-                     $37::timestamptz[], $38::timestamptz[], $39::timestamptz[], $40::timestamptz[],
-                     $41::timestamptz[], $42::timestamptz[], $43::bigint[])" + $tail,
+                 SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::bigint[]),
+                        unnest($4::text[]), unnest($5::text[]), unnest($6::text[]),
+                        unnest($7::text[]), unnest($8::text[]), unnest($9::smallint[]),
+                        unnest($10::uuid[]), unnest($11::text[]), unnest($12::uuid[]),
+                        unnest($13::uuid[]), unnest($14::int[]), unnest($15::text[]),
+                        unnest($16::int[]), unnest($17::bigint[]), unnest($18::text[]),
+                        unnest($19::text[]), unnest($20::bigint[]), unnest($21::bigint[]),
+                        unnest($22::text[]), unnest($23::bigint[]), unnest($24::bigint[]),
+                        unnest($25::bigint[]), unnest($26::bigint[]), unnest($27::bigint[]),
+                        unnest($28::text[]), unnest($29::text[]), unnest($30::smallint[]),
+                        unnest($31::text[]), unnest($32::text[]), unnest($33::timestamptz[]),
+                        unnest($34::timestamptz[]), unnest($35::timestamptz[]),
+                        unnest($36::timestamptz[]), unnest($37::timestamptz[]),
+                        unnest($38::timestamptz[]), unnest($39::timestamptz[]),
+                        unnest($40::timestamptz[]), unnest($41::timestamptz[]),
+                        unnest($42::timestamptz[]), unnest($43::bigint[])" + $tail,
             &$rows.ticket_id,
             &$rows.number,
             &$rows.raised_position,
