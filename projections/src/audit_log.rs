@@ -19,6 +19,12 @@ impl Projector for AuditLog {
         &["audit_log"]
     }
 
+    /// One row per event, inserted once: a rebuild builds the key by position after the
+    /// load (0.27 s for a million rows, against 0.46 s more for the load that maintains it).
+    fn inserts_each_key_once(&self) -> bool {
+        true
+    }
+
     async fn apply(
         &self,
         tx: &mut PgConnection,

@@ -101,6 +101,13 @@ pub trait Projector: Send + Sync + 'static {
         &[]
     }
 
+    /// Whether a rebuild's load inserts each key of every table at most once (no upserts,
+    /// no rewritten rows), so that the tables' keys too can be built once the log is loaded,
+    /// like their other indexes (a duplicate key then fails the build, and the rebuild).
+    fn inserts_each_key_once(&self) -> bool {
+        false
+    }
+
     /// Applies the events at positions `after < p <= up_to` reading them straight from the
     /// log's table in SQL, which the runtime asks for only when the log is the `events` table
     /// of this very database. Must write the rows `apply` writes for those events, except
@@ -557,7 +564,7 @@ pub async fn rebuild(
     let name = projector.name();
     let shadow = format!("rebuild_{name}");
     let appended = projector.appended_in_rebuild();
-    let deferred = create_shadow(pool, &shadow, projector.tables(), appended).await?;
+    let deferred = create_shadow(pool, &shadow, projector, appended).await?;
     load_checkpoint(pool, name).await?;
     let log = Log::of(&**store, pool).await?;
 
@@ -777,21 +784,22 @@ async fn landed(
 
 /// What a rebuild builds once its tables are loaded.
 struct Deferred {
-    /// `CREATE INDEX` statements (including the unique indexes of appended tables' keys).
+    /// `CREATE INDEX` statements (including the unique indexes of keys built after the load).
     indexes: Vec<String>,
-    /// `ALTER TABLE … ADD CONSTRAINT` statements of appended tables, run after the indexes
+    /// `ALTER TABLE … ADD CONSTRAINT` statements of keys built after the load, run after the indexes
     /// (a key becomes a constraint on the index already built).
     constraints: Vec<String>,
 }
 
 /// Creates `shadow` with an empty copy of each table: columns, defaults, checks, keys and
-/// unique constraints, under the live names; an appended table gets no key or unique index.
-/// Returns what to build once the tables are loaded: the other indexes, with the live
-/// names and definitions, and an appended table's keys.
+/// unique constraints, under the live names; an appended table, or any table of a projector
+/// that inserts each key once, gets no key or unique index. Returns what to build once the
+/// tables are loaded: the other indexes, with the live names and definitions, and the keys
+/// left out.
 async fn create_shadow(
     pool: &PgPool,
     shadow: &str,
-    tables: &[&str],
+    projector: &dyn Projector,
     appended: &[AppendedTable],
 ) -> Result<Deferred, ProjectionError> {
     let mut conn = pool.acquire().await?;
@@ -806,8 +814,9 @@ async fn create_shadow(
         indexes: Vec::new(),
         constraints: Vec::new(),
     };
-    for table in tables {
-        let is_appended = appended.iter().any(|t| t.table == *table);
+    for table in projector.tables() {
+        let keys_after_load =
+            appended.iter().any(|t| t.table == *table) || projector.inserts_each_key_once();
         sqlx::query(&format!(
             "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING DEFAULTS
                  INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)
@@ -839,7 +848,7 @@ async fn create_shadow(
                 "ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{}\" {}",
                 c.name, c.definition
             );
-            if !is_appended {
+            if !keys_after_load {
                 sqlx::query(&add).execute(&mut *conn).await?;
             } else if c.kind == "x" {
                 deferred.constraints.push(add);
@@ -869,7 +878,7 @@ async fn create_shadow(
         .await?;
         for index in indexes {
             let definition = in_shadow(index.definition)?;
-            if index.unique && !is_appended {
+            if index.unique && !keys_after_load {
                 // Upserts may infer their conflict target from it.
                 sqlx::query(&definition).execute(&mut *conn).await?;
             } else {
