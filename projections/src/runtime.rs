@@ -786,8 +786,8 @@ async fn landed(
 struct Deferred {
     /// `CREATE INDEX` statements (including the unique indexes of keys built after the load).
     indexes: Vec<String>,
-    /// `ALTER TABLE … ADD CONSTRAINT` statements of keys built after the load, run after the indexes
-    /// (a key becomes a constraint on the index already built).
+    /// `ALTER TABLE … ADD CONSTRAINT` statements of keys built after the load, run after the
+    /// indexes (a key becomes a constraint on the index already built).
     constraints: Vec<String>,
 }
 

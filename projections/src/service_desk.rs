@@ -542,7 +542,6 @@ async fn touch_device(
 /// batch continues starts from memory when the projector last left it right before; otherwise
 /// from the fold of its stream's earlier events, read from the log (a few events, one index
 /// range): the row keeps no copy of the state, which would be most of its width.
-#[derive(Default)]
 struct TicketBatch<'a> {
     events: Vec<(&'a RecordedEvent, Uuid, TicketEvent)>,
 }
