@@ -16,9 +16,12 @@ const BATCH: usize = stream_store::SUBSCRIPTION_PAGE;
 /// After a batch that was not full, the least time before the next one starts: every commit
 /// waits for its own flush of the WAL, and the append writer's commits wait behind the
 /// projections' (at one client a command took 1.3 ms with both projections following, 0.9
-/// ms without). Under load the events of a few milliseconds go in one transaction; a quiet
-/// log's next event is applied at once.
-const LINGER: Duration = Duration::from_millis(3);
+/// ms without). Under load the events of a few milliseconds go in one transaction, and a
+/// ticket changed several times in them is written once; a quiet log's next event is applied
+/// at once. 10 ms against 3 ms: 32 HTTP clients 8,289 / 8,196 → 10,154 / 9,583 commands/s,
+/// visibility at 1,000 commands/s p99 14.3 / 10.5 → 16.0 / 16.4 ms (target 50); 20 ms gained
+/// little more (10,456) for a p99 of 27.6 ms (BENCHMARKS.md, sixteenth round).
+const LINGER: Duration = Duration::from_millis(10);
 /// Events per transaction during a rebuild.
 const REBUILD_BATCH: usize = 10_000;
 /// Deferred index builds (and ANALYZEs) a rebuild runs at the same time. One more than two
