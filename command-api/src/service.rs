@@ -47,7 +47,7 @@ fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
 /// command's and `purpose`, caused by the command.
 fn derived(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
     CommandMetadata {
-        command_id: Uuid::new_v5(&meta.command_id, purpose.as_bytes()),
+        command_id: derive_id(meta.command_id, purpose.as_bytes()),
         causation_id: meta.command_id,
         ..meta.clone()
     }
@@ -935,15 +935,21 @@ pub(crate) fn encode<E: EventPayload>(events: &[E], command_id: Uuid) -> Vec<New
         .collect()
 }
 
-/// The id of a command's `i`th event: the v5 hash of (command id, `i`), so a retried command
-/// produces the same ids, under the command id's first 48 bits, which in a UUIDv7 are its
-/// millisecond timestamp. The log's unique index on event ids then grows at its right edge, as
-/// its index on command ids does, instead of taking each event at a random leaf (BENCHMARKS.md,
-/// seventeenth round). A UUIDv8 ("custom"): 74 bits of hash stay, as many random bits as a v7
-/// has, so two events of one millisecond collide no more often than two v7s would.
+/// The id of a command's `i`th event, derived from the command id so that a retried command
+/// produces the same ids.
 fn event_id(command_id: Uuid, i: usize) -> Uuid {
-    let mut bytes = *Uuid::new_v5(&command_id, i.to_string().as_bytes()).as_bytes();
-    bytes[..6].copy_from_slice(&command_id.as_bytes()[..6]);
+    derive_id(command_id, i.to_string().as_bytes())
+}
+
+/// An id derived from `base` and `name`: their v5 hash (the same inputs give the same id)
+/// under `base`'s first 48 bits, which in a UUIDv7 are its millisecond timestamp. The log's
+/// unique index on event ids and its index on command ids then grow at their right edge, as
+/// for the server's v7 ids, instead of taking each derived id at a random leaf (BENCHMARKS.md,
+/// seventeenth round). A UUIDv8 ("custom"): 74 bits of hash stay, as many random bits as a v7
+/// has, so two ids of one millisecond collide no more often than two v7s would.
+fn derive_id(base: Uuid, name: &[u8]) -> Uuid {
+    let mut bytes = *Uuid::new_v5(&base, name).as_bytes();
+    bytes[..6].copy_from_slice(&base.as_bytes()[..6]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
@@ -971,5 +977,23 @@ mod tests {
         let later = Uuid::from_u128(first.as_u128() + (1u128 << 80));
         assert!(event_id(later, 0) > event_id(first, 2));
         assert_ne!(event_id(later, 0), ids[0]);
+        // A secondary append's command id keeps the order too, and so do its events.
+        let meta = CommandMetadata {
+            command_id: first,
+            correlation_id: first,
+            causation_id: first,
+            actor: stream_store::Actor {
+                id: "user-1".into(),
+                role: "admin".into(),
+            },
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let claim = derived(&meta, "ticket-number-0");
+        assert_eq!(claim.causation_id, first);
+        assert_eq!(claim.command_id.as_bytes()[..6], first.as_bytes()[..6]);
+        assert_eq!(
+            event_id(claim.command_id, 0).as_bytes()[..6],
+            first.as_bytes()[..6]
+        );
     }
 }
