@@ -950,7 +950,6 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
     .await
 }
 
-/// Adds the ratios, writes the JSON report and removes the embedded cluster.
 /// Waits until every projection has caught up, then vacuums and analyzes, as pgbench does
 /// before its runs: what follows measures a settled database, not a race with the catch-up
 /// or with autovacuum over the rows just written. Returns the seconds the catch-up took.
@@ -961,6 +960,7 @@ async fn settle(http: &Http, pool: &sqlx::PgPool) -> anyhow::Result<f64> {
     Ok(catch_up)
 }
 
+/// Adds the ratios, writes the JSON report and removes the embedded cluster.
 async fn finish(
     mut report: Value,
     pool: sqlx::PgPool,
