@@ -78,7 +78,7 @@ pub async fn audit_entries(
                   COALESCE(a.actor_role, e.actor_role) AS "actor_role!",
                   COALESCE(a.command_id, e.command_id) AS "command_id!",
                   COALESCE(a.causation_id, e.causation_id) AS "causation_id!",
-                  COALESCE(a.data, e.data) AS "data!"
+                  COALESCE(a.data, e.data::jsonb) AS "data!"
            FROM (SELECT * FROM audit_log
                  WHERE ($1::text IS NULL OR actor_id = $1) AND ($2::text IS NULL OR stream_id = $2)
                    AND ($3::text IS NULL OR event_type = $3)

@@ -19,7 +19,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::TryStreamExt;
-use serde_json::value::RawValue;
 use sqlx::postgres::{PgListener, PgPool};
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -109,12 +108,32 @@ struct PendingEvent {
 
 impl PendingEvent {
     fn new(e: NewEvent) -> Result<Self, StoreError> {
+        let data = Payload::from_value(&e.data)?;
+        // The `json` column takes the escape \u0000, but a payload holding it could not be
+        // read as `jsonb` or `text` afterwards (migrations/0014): refused here, before the
+        // batch it would join. The text test is cheap and settles almost every payload.
+        if data.raw().get().contains("\\u0000") && has_nul(&e.data) {
+            return Err(StoreError::Invalid(
+                "event data contains characters PostgreSQL cannot store".into(),
+            ));
+        }
         Ok(Self {
-            data: Payload::from_value(&e.data)?,
+            data,
             event_id: e.event_id,
             event_type: e.event_type,
             schema_version: e.schema_version,
         })
+    }
+}
+
+/// Whether a string or an object key anywhere in `value` holds U+0000.
+fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -582,11 +601,15 @@ async fn run_writer(
             Err(e) => {
                 // The batch may have committed all the same: its events are not known here.
                 tail.clear();
+                // A refusal by the database (an event id already stored) is the append's own
+                // fault and final; anything else may pass on a retry.
                 let e = classify(e);
                 for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(vec![Err(StoreError::Unavailable(e.to_string().into()))]);
+                    let e = match &e {
+                        StoreError::Invalid(why) => StoreError::Invalid(why.clone()),
+                        e => StoreError::Unavailable(e.to_string().into()),
+                    };
+                    let _ = request.reply.send(vec![Err(e)]);
                 }
             }
         }
@@ -606,7 +629,7 @@ fn classify(e: sqlx::Error) -> StoreError {
 }
 
 /// Appends every request of the batch in one statement, `ledger_append` (migrations/0004,
-/// 0011): one round trip and one commit for the whole batch. Returns one answer per request
+/// 0011, 0014): one round trip and one commit for the whole batch. Returns one answer per request
 /// and the last position written (0 if none).
 async fn append_batch(
     conn: &mut PgConnection,
@@ -630,12 +653,13 @@ async fn append_batch(
             e.event_id.push(event.event_id);
             e.event_type.push(&event.event_type);
             e.schema_version.push(event.schema_version);
-            e.data.push(Json(event.data.raw()));
+            e.data.push(event.data.raw().get());
         }
     }
     let rows = sqlx::query!(
         r#"SELECT job AS "job!", status AS "status!", version, last_position
-           FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"#,
+           FROM ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                              $16::text[]::json[])"#,
         &j.stream as &[&str],
         &j.expected as &[Option<i64>],
         &j.count,
@@ -651,7 +675,7 @@ async fn append_batch(
         &e.event_id,
         &e.event_type as &[&str],
         &e.schema_version,
-        &e.data as &[Json<&RawValue>],
+        &e.data as &[&str],
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -813,7 +837,8 @@ struct EventColumns<'a> {
     event_id: Vec<Uuid>,
     event_type: Vec<&'a str>,
     schema_version: Vec<i32>,
-    data: Vec<Json<&'a RawValue>>,
+    /// JSON text, cast to `json` in the statement (migrations/0014).
+    data: Vec<&'a str>,
 }
 
 /// Follows NOTIFY on the events channel: publishes the newest head position and tells the
