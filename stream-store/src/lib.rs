@@ -4,6 +4,7 @@
 //! knows events only as a type name, a schema version and a JSON payload.
 
 mod cache;
+mod copy_out;
 mod error;
 mod esdb;
 mod postgres;

@@ -116,6 +116,13 @@ impl Payload {
             .map_err(|e| StoreError::Invalid(format!("payload: {e}")))
     }
 
+    /// The payload whose JSON text is `text` (checked to be JSON).
+    pub(crate) fn from_text(text: String) -> Result<Self, StoreError> {
+        serde_json::value::RawValue::from_string(text)
+            .map(Self)
+            .map_err(|e| StoreError::Invalid(format!("payload: {e}")))
+    }
+
     /// The JSON text, e.g. for a deserializer.
     pub fn raw(&self) -> &serde_json::value::RawValue {
         &self.0
