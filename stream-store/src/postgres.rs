@@ -218,15 +218,19 @@ impl PgEventStore {
             limit = limit_i64(limit)
         );
         let mut copying = CloseUnlessRead {
-            conn: self.inner.pool.acquire().await?,
+            conn: Some(self.inner.pool.acquire().await?),
             read: false,
         };
+        let conn = copying
+            .conn
+            .as_deref_mut()
+            .ok_or_else(|| StoreError::Unavailable("no connection to read the log".into()))?;
         // Sized once: a rebuild reads pages of 10,000 events, which a growing vector copied
         // about twice over.
         let mut events = Vec::with_capacity(limit.min(READ_CAPACITY));
         let mut rows = EventRows::default();
         let mut decoded = Ok(());
-        let mut chunks = copying.conn.copy_out_raw(&statement).await?;
+        let mut chunks = conn.copy_out_raw(&statement).await?;
         while let Some(chunk) = chunks.try_next().await? {
             // After a decoding error the output is still read to its end, which leaves the
             // connection ready for its next query.
@@ -245,14 +249,19 @@ impl PgEventStore {
 /// output was read to its end (a read cut short, its future dropped or its connection failing,
 /// leaves the server still sending rows the next user of the connection would receive).
 struct CloseUnlessRead {
-    conn: PoolConnection<Postgres>,
+    conn: Option<PoolConnection<Postgres>>,
     read: bool,
 }
 
 impl Drop for CloseUnlessRead {
     fn drop(&mut self) {
         if !self.read {
-            self.conn.close_on_drop();
+            // Detached, the pool forgets it at once (and may open another); dropped, its
+            // socket closes and the server ends the COPY. (`close_on_drop` held the pool's
+            // permit for as long as a graceful close of a connection mid-COPY took.)
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
+            }
         }
     }
 }

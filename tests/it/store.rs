@@ -568,6 +568,42 @@ async fn postgres_payloads_round_trip_and_a_nul_is_refused() {
     assert_eq!(convertible, head, "every stored payload reads as jsonb");
 }
 
+/// A read of the log cut short, its future dropped while the server is still sending rows,
+/// leaves no connection in the pool that would hand those rows to the next query: reads on a
+/// pool of two connections (one of them the store's listener's), each after a read stopped at
+/// a later point, stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_log_read_cut_short_leaves_the_pool_usable() {
+    let db = crate::harness::test_db().await;
+    for _ in 0..10 {
+        db.store
+            .append(&stream("bulk"), ExpectedVersion::Any, events(1000), &meta())
+            .await
+            .unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    // A store of its own: its tail is empty, so every read goes to the table.
+    let reader = stream_store::PgEventStore::new(pool);
+    let mut cut_short = 0;
+    for micros in (0..40).map(|i| i * 250) {
+        let whole =
+            tokio::time::timeout(Duration::from_micros(micros), reader.read_all(0, 10_000)).await;
+        cut_short += usize::from(whole.is_err());
+        let page = reader.read_all(5_000, 3).await.unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.position).collect::<Vec<_>>(),
+            [5_001, 5_002, 5_003],
+            "after a read stopped at {micros} us"
+        );
+        assert_eq!(page[0].data.to_value(), json!({ "n": 0 }));
+    }
+    assert!(cut_short > 0, "no read was cut short");
+}
+
 /// On PostgreSQL a chain reaches the writer whole: among concurrent appends and chains, each
 /// chain's events are written by one transaction, at consecutive positions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
