@@ -257,8 +257,7 @@ impl Drop for CloseUnlessRead {
     fn drop(&mut self) {
         if !self.read {
             // Detached, the pool forgets it at once (and may open another); dropped, its
-            // socket closes and the server ends the COPY. (`close_on_drop` held the pool's
-            // permit for as long as a graceful close of a connection mid-COPY took.)
+            // socket closes and the server ends the COPY.
             if let Some(conn) = self.conn.take() {
                 drop(conn.detach());
             }
