@@ -218,19 +218,15 @@ impl PgEventStore {
             limit = limit_i64(limit)
         );
         let mut copying = CloseUnlessRead {
-            conn: Some(self.inner.pool.acquire().await?),
+            conn: self.inner.pool.acquire().await?,
             read: false,
         };
-        let conn = copying
-            .conn
-            .as_deref_mut()
-            .ok_or_else(|| StoreError::Unavailable("no connection to read the log".into()))?;
         // Sized once: a rebuild reads pages of 10,000 events, which a growing vector copied
         // about twice over.
         let mut events = Vec::with_capacity(limit.min(READ_CAPACITY));
         let mut rows = EventRows::default();
         let mut decoded = Ok(());
-        let mut chunks = conn.copy_out_raw(&statement).await?;
+        let mut chunks = copying.conn.copy_out_raw(&statement).await?;
         while let Some(chunk) = chunks.try_next().await? {
             // After a decoding error the output is still read to its end, which leaves the
             // connection ready for its next query.
@@ -249,18 +245,14 @@ impl PgEventStore {
 /// output was read to its end (a read cut short, its future dropped or its connection failing,
 /// leaves the server still sending rows the next user of the connection would receive).
 struct CloseUnlessRead {
-    conn: Option<PoolConnection<Postgres>>,
+    conn: PoolConnection<Postgres>,
     read: bool,
 }
 
 impl Drop for CloseUnlessRead {
     fn drop(&mut self) {
         if !self.read {
-            // Detached, the pool forgets it at once (and may open another); dropped, its
-            // socket closes and the server ends the COPY.
-            if let Some(conn) = self.conn.take() {
-                drop(conn.detach());
-            }
+            self.conn.close_on_drop();
         }
     }
 }
@@ -638,15 +630,10 @@ async fn run_writer(
             Err(e) => {
                 // The batch may have committed all the same: its events are not known here.
                 tail.clear();
-                // A refusal by the database (an event id already stored) is the append's own
-                // fault and final; anything else may pass on a retry.
-                let e = classify(e);
-                for request in batch.drain(..) {
-                    let e = match &e {
-                        StoreError::Invalid(why) => StoreError::Invalid(why.clone()),
-                        e => StoreError::Unavailable(e.to_string().into()),
-                    };
-                    let _ = request.reply.send(vec![Err(e)]);
+                // One request (the arm above takes larger batches), answered as each request
+                // of a retried batch is: a refusal by the database stays Invalid.
+                if let Some(request) = batch.pop() {
+                    let _ = request.reply.send(vec![Err(classify(e))]);
                 }
             }
         }
@@ -666,8 +653,8 @@ fn classify(e: sqlx::Error) -> StoreError {
 }
 
 /// Appends every request of the batch in one statement, `ledger_append` (migrations/0004,
-/// 0011, 0014): one round trip and one commit for the whole batch. Returns one answer per request
-/// and the last position written (0 if none).
+/// 0011, 0014): one round trip and one commit for the whole batch. Returns one answer per
+/// request and the last position written (0 if none).
 async fn append_batch(
     conn: &mut PgConnection,
     requests: &[WriteRequest],
