@@ -138,14 +138,20 @@ enum Commands {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The benchmark's rebuilds build their indexes on purpose; sqlx's slow-statement warnings
+    // about them would only interleave with its table.
+    let default_filter = match cli.command {
+        Commands::Bench { .. } => "info,sqlx=warn,sqlx::query=error,tower_http=warn",
+        _ => "info,sqlx=warn,tower_http=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
