@@ -653,7 +653,7 @@ enum Pgbench {
 /// judged by the pgbench runs just before and just after it (the mean of the two is the limit
 /// at the moment it ran: on a shared VM the limit moves by tens of percent within minutes, so
 /// measured minutes apart a ratio would mostly measure that), and the median run by
-/// `figure / limit` is the result: one run of a few seconds moves by ±10 % from the next.
+/// `figure / limit` is the result: one run of a few seconds moves by 10–20 % from the next.
 /// Returns the median round and every round, each `{result, pgbench, ratio}`.
 async fn rounds<F, Fut>(
     url: &str,
@@ -676,14 +676,16 @@ where
         all.push(json!({ "result": result, "pgbench": { "before": before, "after": after, "mean": limit }, "ratio": ratio }));
         before = after;
     }
-    let ratio = |round: &Value| round["ratio"].as_f64().unwrap_or(f64::NAN);
-    let mut by_ratio: Vec<&Value> = all.iter().collect();
-    by_ratio.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-    let median = by_ratio
-        .get(by_ratio.len() / 2)
-        .map(|r| (*r).clone())
-        .context("no round ran")?;
+    let median = median_round(&all).cloned().context("no round ran")?;
     Ok((median, all))
+}
+
+/// The round whose `ratio` is the median of `rounds` (the upper one of an even count).
+fn median_round(rounds: &[Value]) -> Option<&Value> {
+    let ratio = |round: &Value| round["ratio"].as_f64().unwrap_or(f64::NAN);
+    let mut by_ratio: Vec<&Value> = rounds.iter().collect();
+    by_ratio.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+    by_ratio.get(by_ratio.len() / 2).copied()
 }
 
 fn pgbench_run(url: &str, seconds: u64, which: Pgbench) -> anyhow::Result<f64> {
@@ -1188,4 +1190,36 @@ pub fn table(report: &Value) -> String {
             .unwrap_or(f64::NAN)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median_round, slowest};
+    use serde_json::json;
+
+    #[test]
+    fn the_median_round_is_the_middle_one_by_ratio_not_by_order() {
+        let rounds = [
+            json!({ "ratio": 0.61, "result": "a" }),
+            json!({ "ratio": 0.42, "result": "b" }),
+            json!({ "ratio": 0.55, "result": "c" }),
+        ];
+        assert_eq!(
+            median_round(&rounds).map(|r| &r["result"]),
+            Some(&json!("c"))
+        );
+        assert_eq!(
+            median_round(&rounds[..1]).map(|r| &r["result"]),
+            Some(&json!("a"))
+        );
+        assert!(median_round(&[]).is_none());
+    }
+
+    #[test]
+    fn the_slowest_rebuild_decides_and_none_counts_as_zero() {
+        let rebuilds = json!([{ "events_per_s": 300.0 }, { "events_per_s": 210.0 }]);
+        assert_eq!(slowest(&rebuilds), 210.0);
+        assert_eq!(slowest(&json!([])), 0.0);
+        assert_eq!(slowest(&json!(null)), 0.0);
+    }
 }
