@@ -975,6 +975,26 @@ async fn swap(
         .iter()
         .map(|t| format!("public.{t}"))
         .collect();
+    // First the lock a vacuum holds, which no reader or writer conflicts with. An autovacuum
+    // of a live table (typically of the rows the previous rebuild put in place) would outlast
+    // every attempt of the swap: PostgreSQL cancels an autovacuum that blocks a lock request
+    // only after `deadlock_timeout`, longer than SWAP_LOCK_TIMEOUT. Waiting here past it,
+    // readers go on meanwhile and the autovacuum gives way; a manual VACUUM does not, and the
+    // attempt times out and is tried again.
+    sqlx::query(
+        "SELECT set_config('lock_timeout', (EXTRACT(EPOCH FROM current_setting('deadlock_timeout')::interval) * 2000 + 1000)::bigint::text, true)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE",
+        live.join(", ")
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+        .execute(&mut *tx)
+        .await?;
     // All locks at once, before anything is dropped: a reader holding one of them makes the
     // swap wait (at most SWAP_LOCK_TIMEOUT), never fail halfway.
     sqlx::query(&format!(

@@ -830,6 +830,87 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     assert_eq!(left, 0);
 }
 
+/// An autovacuum of a live table (here crawling: one page per 100 ms) does not keep a rebuild
+/// from swapping its tables in: the swap waits for it past `deadlock_timeout`, so PostgreSQL
+/// cancels it. Swap attempts that each gave up after their short lock timeout would all have
+/// failed while the vacuum ran, and the rebuild with them. The cluster is the test's own: its
+/// autovacuum looks at every database each second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swaps_its_tables_in_while_autovacuum_works_on_the_live_ones() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("autovacuum-pg-{}", uuid::Uuid::new_v4().simple()));
+    let pg = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            ledger::EmbeddedPostgres::start(&dir, &[("fsync", "off"), ("autovacuum_naptime", "1")])
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let pool = ledger::connect_and_migrate(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn EventStore> =
+        std::sync::Arc::new(PgEventStore::new(pool.clone()));
+    register_customers(&*store, "vacuumed", 10_000).await;
+    let audit = &projections::AuditLog;
+    projections::rebuild(&store, &pool, audit, &|_, _| {})
+        .await
+        .unwrap();
+    // The new live table: vacuumed as soon as the launcher comes by, as slowly as can be.
+    sqlx::raw_sql(
+        "ALTER TABLE audit_log SET (autovacuum_vacuum_insert_threshold = 1,
+             autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_cost_delay = 100,
+             autovacuum_vacuum_cost_limit = 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let vacuuming = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT a.pid FROM pg_stat_progress_vacuum v JOIN pg_stat_activity a USING (pid)
+             WHERE a.backend_type = 'autovacuum worker' AND v.relid = 'audit_log'::regclass
+               AND v.phase = 'scanning heap'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .ok()
+        .flatten()
+    };
+    let worker = eventually(
+        Duration::from_secs(60),
+        "an autovacuum worker on the live audit log",
+        vacuuming,
+    )
+    .await;
+    let pages: i64 = sqlx::query_scalar(
+        "SELECT heap_blks_total - heap_blks_scanned FROM pg_stat_progress_vacuum WHERE pid = $1",
+    )
+    .bind(worker)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // At 100-400 ms a page, minutes: longer than all the swap's attempts (~25 s) together.
+    assert!(
+        pages > 150,
+        "the vacuum must outlast the swap's attempts: {pages} pages left"
+    );
+
+    let position = projections::rebuild(&store, &pool, audit, &|_, _| {})
+        .await
+        .expect("the rebuild swapped its tables in");
+    assert_eq!(position, store.head().await.unwrap());
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 10_000);
+    pool.close().await;
+    drop(pg);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A rebuild computes one batch while it writes the one before. Over a log of several rebuild
 /// batches (10,000 events) in which every ticket's events are spread over all of them, it must
 /// write exactly the rows that following the log in small batches wrote.
