@@ -57,6 +57,18 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("the rebuild's reader stopped: {0}")]
     Stopped(String),
+    /// The live tables stayed locked through every attempt at the swap; the rebuilt tables
+    /// were dropped and the live ones are as they were.
+    #[error(
+        "the rebuilt {projection} tables were not swapped in: the live ones stayed locked \
+         through {attempts} attempts (held by: {holders})"
+    )]
+    SwapLocked {
+        projection: &'static str,
+        attempts: u32,
+        /// Who held a lock on a live table when the rebuild gave up, one per backend.
+        holders: String,
+    },
 }
 
 /// Builds one read model from the global log.
@@ -543,7 +555,8 @@ async fn follow(
 /// PostgreSQL's `deadlock_timeout` (1 s), so when the swap and a reader's query wait on each
 /// other it is the swap that gives way, never the reader.
 const SWAP_LOCK_TIMEOUT: &str = "500ms";
-/// Attempts at the swap before the rebuild gives up (the live tables stay as they were).
+/// Attempts at the swap before the rebuild gives up (`ProjectionError::SwapLocked`: the live
+/// tables stay as they were).
 const SWAP_ATTEMPTS: u32 = 40;
 const SWAP_PAUSE: Duration = Duration::from_millis(50);
 
@@ -723,7 +736,20 @@ pub async fn rebuild(
     let mut attempt = 1;
     let position = loop {
         match swap(&**store, pool, projector, (&shadow, log), position).await {
-            Err(ProjectionError::Database(e)) if is_lock_timeout(&e) && attempt < SWAP_ATTEMPTS => {
+            Err(ProjectionError::Database(e)) if is_lock_timeout(&e) => {
+                if attempt == SWAP_ATTEMPTS {
+                    let holders = lock_holders(pool, projector.tables()).await;
+                    // The rebuilt tables would only hold the disk until the next rebuild.
+                    let drop = format!("DROP SCHEMA IF EXISTS {shadow} CASCADE");
+                    if let Err(e) = sqlx::query(&drop).execute(pool).await {
+                        tracing::warn!(projection = name, error = %e, "cannot drop {shadow}");
+                    }
+                    return Err(ProjectionError::SwapLocked {
+                        projection: name,
+                        attempts: attempt,
+                        holders,
+                    });
+                }
                 attempt += 1;
                 tokio::time::sleep(SWAP_PAUSE).await;
             }
@@ -1029,6 +1055,27 @@ async fn swap(
         announce(&mut conn, name, position).await;
     }
     Ok(position)
+}
+
+/// The backends holding a lock on one of the live `tables`, for an operator to look at:
+/// "pid 4242 (autovacuum worker, ShareUpdateExclusiveLock: autovacuum: VACUUM public.audit_log)".
+async fn lock_holders(pool: &PgPool, tables: &[&str]) -> String {
+    let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
+    let held = sqlx::query_scalar::<_, String>(
+        "SELECT format('pid %s (%s, %s: %s)', a.pid, a.backend_type,
+                       string_agg(DISTINCT l.mode, ', '), left(a.query, 120))
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.granted AND l.relation = ANY($1::regclass[]) AND a.pid <> pg_backend_pid()
+         GROUP BY a.pid, a.backend_type, a.query ORDER BY a.pid",
+    )
+    .bind(&live)
+    .fetch_all(pool)
+    .await;
+    match held {
+        Ok(held) if held.is_empty() => "no one any more".to_owned(),
+        Ok(held) => held.join("; "),
+        Err(e) => format!("unknown: {e}"),
+    }
 }
 
 /// PostgreSQL's `lock_not_available`: a lock was not granted within `lock_timeout`.

@@ -830,6 +830,51 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     assert_eq!(left, 0);
 }
 
+/// A reader that holds a live table through every attempt at the swap makes the rebuild give
+/// up with an error naming it; the live tables keep their rows and no rebuild schema is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_that_cannot_swap_says_who_holds_the_live_tables() {
+    let db = test_db().await;
+    register_customers(&*db.store, "held", 5).await;
+    let desk = projections::projector("service_desk").unwrap();
+    projections::rebuild(&db.store, &db.pool, &*desk, &|_, _| {})
+        .await
+        .unwrap();
+    let rows = dump(&db.pool).await;
+    let mut reader = db.pool.begin().await.unwrap();
+    let reader_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    sqlx::query("SELECT COUNT(*) FROM customers")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+
+    let error = projections::rebuild(&db.store, &db.pool, &*desk, &|_, _| {})
+        .await
+        .expect_err("the swap cannot have its locks");
+    let message = error.to_string();
+    assert!(
+        matches!(error, projections::ProjectionError::SwapLocked { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "pid {reader_pid} (client backend, AccessShareLock"
+        )),
+        "{message}"
+    );
+    reader.commit().await.unwrap();
+    assert_eq!(dump(&db.pool).await, rows);
+    let left: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+}
+
 /// An autovacuum of a live table (here crawling: one page per 100 ms) does not keep a rebuild
 /// from swapping its tables in: the swap waits for it past `deadlock_timeout`, so PostgreSQL
 /// cancels it. Swap attempts that each gave up after their short lock timeout would all have
