@@ -996,11 +996,7 @@ async fn swap(
     sqlx::query("SET LOCAL search_path TO public")
         .execute(&mut *tx)
         .await?;
-    let live: Vec<String> = projector
-        .tables()
-        .iter()
-        .map(|t| format!("public.{t}"))
-        .collect();
+    let live = live_tables(projector.tables());
     // First the lock a vacuum holds, which no reader or writer conflicts with. An autovacuum
     // of a live table (typically of the rows the previous rebuild put in place) would outlast
     // every attempt of the swap: PostgreSQL cancels an autovacuum that blocks a lock request
@@ -1057,10 +1053,15 @@ async fn swap(
     Ok(position)
 }
 
+/// The qualified names of a projector's live tables.
+fn live_tables(tables: &[&str]) -> Vec<String> {
+    tables.iter().map(|t| format!("public.{t}")).collect()
+}
+
 /// The backends holding a lock on one of the live `tables`, for an operator to look at:
 /// "pid 4242 (autovacuum worker, ShareUpdateExclusiveLock: autovacuum: VACUUM public.audit_log)".
 async fn lock_holders(pool: &PgPool, tables: &[&str]) -> String {
-    let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
+    let live = live_tables(tables);
     let held = sqlx::query_scalar::<_, String>(
         "SELECT format('pid %s (%s, %s: %s)', a.pid, a.backend_type,
                        string_agg(DISTINCT l.mode, ', '), left(a.query, 120))

@@ -756,6 +756,14 @@ async fn live_schema(pool: &PgPool) -> Vec<(String, String)> {
     .unwrap()
 }
 
+/// The rebuild schemas in the database (a finished or abandoned rebuild leaves none).
+async fn rebuild_schemas(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// A rebuild swaps its tables in only when no reader holds them: a reader's open transaction
 /// makes the swap wait and retry, never fails the reader; afterwards the live tables have the
 /// same rows, indexes and constraints, under the same names, and no rebuild schema is left.
@@ -822,12 +830,7 @@ async fn a_rebuild_waits_for_readers_and_keeps_the_schema() {
     assert_eq!(position, db.store.head().await.unwrap());
     assert_eq!(live_schema(&db.pool).await, schema);
     assert_eq!(dump(&db.pool).await, rows);
-    let left: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(rebuild_schemas(&db.pool).await, 0);
 }
 
 /// A reader that holds a live table through every attempt at the swap makes the rebuild give
@@ -867,12 +870,7 @@ async fn a_rebuild_that_cannot_swap_says_who_holds_the_live_tables() {
     );
     reader.commit().await.unwrap();
     assert_eq!(dump(&db.pool).await, rows);
-    let left: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(rebuild_schemas(&db.pool).await, 0);
 }
 
 /// An autovacuum of a live table (here crawling: one page per 100 ms) does not keep a rebuild
