@@ -14,6 +14,9 @@ pub struct Config {
     pub priority: PriorityPolicy,
     pub warranty: WarrantyConfig,
     pub auth: AuthConfig,
+    /// Per projection (`[projections.service_desk]`): what to do with an event it cannot
+    /// apply (`on_poison = "quarantine"` or `"stop"`, `attempts`, `backoff_ms`).
+    pub projections: projections::PoisonPolicies,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -24,6 +27,46 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// E-mail of the admin account created on the first start.
     pub admin_email: String,
+}
+
+/// Refuses a token secret anyone could know or guess: shorter than 32 characters, a
+/// placeholder from an example file, or with little entropy (a repeated or ordered run of
+/// characters). Whoever knows the secret can sign an admin's token.
+pub fn check_secret(secret: &str) -> anyhow::Result<()> {
+    if secret.len() < 32 {
+        anyhow::bail!("the token secret must be at least 32 characters");
+    }
+    let lower = secret.to_ascii_lowercase();
+    const PLACEHOLDERS: &[&str] = &[
+        "change-me",
+        "changeme",
+        "change_me",
+        "placeholder",
+        "your-secret",
+        "replace-me",
+        "example",
+    ];
+    if let Some(p) = PLACEHOLDERS.iter().find(|p| lower.contains(*p)) {
+        anyhow::bail!("the token secret contains the placeholder {p:?}: set a long random secret");
+    }
+    // Shannon entropy of the characters, times the length: a rough upper bound of the bits a
+    // guesser must find, low for repeated or patterned secrets.
+    let mut counts = std::collections::HashMap::new();
+    for c in secret.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    let n = secret.chars().count() as f64;
+    let per_char: f64 = counts
+        .values()
+        .map(|&k| {
+            let p = k as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    if per_char * n < 128.0 {
+        anyhow::bail!("the token secret has too little entropy (under 128 bits): use a long random secret, e.g. `openssl rand -base64 48`");
+    }
+    Ok(())
 }
 
 impl Default for AuthConfig {
@@ -67,6 +110,22 @@ impl Config {
             .validate()
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("in {}", path.display()))?;
+        let known: Vec<&str> = projections::all_projectors()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        if let Some(name) = config
+            .projections
+            .0
+            .keys()
+            .find(|n| !known.contains(&n.as_str()))
+        {
+            anyhow::bail!(
+                "in {}: unknown projection {name:?} (known: {})",
+                path.display(),
+                known.join(", ")
+            );
+        }
         Ok(config)
     }
 }
@@ -82,6 +141,25 @@ mod tests {
         assert_eq!(config.priority, PriorityPolicy::default());
         assert_eq!(config.warranty, WarrantyConfig::default());
         assert_eq!(config.auth, AuthConfig::default());
+        assert_eq!(
+            config.projections.of("service_desk"),
+            projections::PoisonPolicy::default()
+        );
+    }
+
+    #[test]
+    fn guessable_token_secrets_are_refused() {
+        for weak in [
+            "short",
+            "change-me-to-a-long-random-secret-of-32-or-more-characters",
+            &"a".repeat(64),
+            "abababababababababababababababababababab",
+            "0101010101010101010101010101010123456789",
+        ] {
+            assert!(check_secret(weak).is_err(), "{weak}");
+        }
+        check_secret("test-secret-test-secret-test-secret-0123456789").unwrap();
+        check_secret("q8Zr1vXw5yLd0PbN7tHc3JfKs9GmE2aU").unwrap();
     }
 
     #[test]
@@ -94,6 +172,20 @@ mod tests {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "[priority]\np0_from = 5\n").unwrap();
         assert!(Config::load(&bad, true).is_err());
+        let unknown = dir.join("unknown.toml");
+        std::fs::write(
+            &unknown,
+            "[projections.servicedesk]\non_poison = \"stop\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(&unknown, true).is_err());
+        let stop = dir.join("stop.toml");
+        std::fs::write(&stop, "[projections.audit_log]\non_poison = \"stop\"\n").unwrap();
+        let policy = Config::load(&stop, true)
+            .unwrap()
+            .projections
+            .of("audit_log");
+        assert_eq!(policy.on_poison, projections::OnPoison::Stop);
         assert!(Config::load(&dir.join("missing.toml"), false).is_ok());
         assert!(Config::load(&dir.join("missing.toml"), true).is_err());
         std::fs::remove_dir_all(dir).unwrap();

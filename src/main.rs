@@ -44,6 +44,19 @@ impl DatabaseArgs {
 }
 
 #[derive(Subcommand)]
+enum ProjectionsAction {
+    /// Apply a projection's dead letters again (all of them, or the one at --position), once
+    /// the projector is fixed. One that applies is cleared; one that fails stays.
+    Retry {
+        /// The projection (see `ledger projections`).
+        name: String,
+        /// Only the dead letter at this log position.
+        #[arg(long)]
+        position: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Commands {
     /// Run the command API, GraphQL and the projectors in one process.
     ///
@@ -118,8 +131,11 @@ enum Commands {
         #[arg(long)]
         to: String,
     },
-    /// List each projection with its checkpoint, the head position and the lag.
+    /// List each projection with its checkpoint, the head position, the lag, its state and the
+    /// events it set aside (dead letters); `retry` applies those again.
     Projections {
+        #[command(subcommand)]
+        action: Option<ProjectionsAction>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -261,9 +277,14 @@ async fn run(command: Commands) -> anyhow::Result<()> {
             print!("{}", result?);
             Ok(())
         }
-        Commands::Projections { database } => {
+        Commands::Projections { action, database } => {
             let db = database.open().await?;
-            let result = list_projections(&db).await;
+            let result = match action {
+                None => list_projections(&db).await,
+                Some(ProjectionsAction::Retry { name, position }) => {
+                    retry_dead_letters(&db, &name, position).await
+                }
+            };
             db.close().await?;
             result
         }
@@ -285,24 +306,67 @@ async fn run(command: Commands) -> anyhow::Result<()> {
 }
 
 async fn list_projections(db: &ledger::Database) -> anyhow::Result<()> {
-    let head = db.store.head().await?;
-    let checkpoints = projections::checkpoints(&db.pool).await?;
+    let all = projections::status(&*db.store, &db.pool, chrono::Utc::now()).await?;
     println!(
-        "{:<16} {:>12} {:>12} {:>10}  updated",
-        "projection", "checkpoint", "head", "lag"
+        "{:<16} {:>12} {:>12} {:>10} {:>6} {:<9} updated",
+        "projection", "checkpoint", "head", "lag", "dead", "state"
     );
-    for p in projections::all_projectors() {
-        let c = checkpoints.iter().find(|c| c.name == p.name());
-        let (position, updated) = c.map_or((0, "never".to_owned()), |c| {
-            (c.position, c.updated_at.to_rfc3339())
-        });
+    for s in &all {
+        let updated = s
+            .updated_at
+            .map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
         println!(
-            "{:<16} {:>12} {:>12} {:>10}  {updated}",
-            p.name(),
-            position,
-            head,
-            head - position
+            "{:<16} {:>12} {:>12} {:>10} {:>6} {:<9} {updated}",
+            s.name,
+            s.checkpoint,
+            s.head,
+            s.lag,
+            s.dead_letters,
+            s.state.label()
         );
+    }
+    let letters = projections::dead_letters(&db.pool, None).await?;
+    if !letters.is_empty() {
+        println!(
+            "\ndead letters (ledger projections retry NAME [--position P] applies them again):"
+        );
+        for d in letters {
+            println!(
+                "{:<16} position {} {} v{} {} ({}), {} attempts, first {}, last {}: {}",
+                d.projection,
+                d.position,
+                d.event_type,
+                d.schema_version,
+                d.stream_id,
+                d.event_id,
+                d.attempts,
+                d.first_seen.to_rfc3339(),
+                d.last_seen.to_rfc3339(),
+                d.error
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn retry_dead_letters(
+    db: &ledger::Database,
+    name: &str,
+    position: Option<i64>,
+) -> anyhow::Result<()> {
+    let projector = projections::projector(name)?;
+    let report = projections::retry(&*db.store, &db.pool, &*projector, position).await?;
+    for p in &report.applied {
+        println!("{name}: position {p} applied");
+    }
+    for (p, error) in &report.failed {
+        println!("{name}: position {p} failed again: {error}");
+    }
+    if report.applied.is_empty() && report.failed.is_empty() {
+        println!("{name}: no dead letter to retry");
+    }
+    if !report.failed.is_empty() {
+        anyhow::bail!("{} dead letters still fail", report.failed.len());
     }
     Ok(())
 }

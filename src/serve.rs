@@ -171,6 +171,7 @@ async fn run(
         pool.clone(),
         projections::all_projectors(),
         leases.clone(),
+        config.projections.clone(),
         shutdown.clone(),
     ));
     let settings = query_graphql::Settings {
@@ -184,6 +185,10 @@ async fn run(
         store.clone(),
         settings.clone(),
         freshness.clone(),
+        Arc::new(Monitor {
+            pool: pool.clone(),
+            store: store.clone(),
+        }),
     );
     let health_state = HealthState {
         pool: pool.clone(),
@@ -191,7 +196,8 @@ async fn run(
         leases,
     };
     let app = Router::new()
-        .route("/health", get(health).with_state(health_state))
+        .route("/health", get(health).with_state(health_state.clone()))
+        .route("/health/ready", get(ready).with_state(health_state))
         .merge(command_api::router(
             store.clone(),
             config.priority.clone(),
@@ -234,6 +240,44 @@ async fn run(
     Ok(())
 }
 
+/// `projectionStatus` in GraphQL: the projections crate's own status.
+struct Monitor {
+    pool: PgPool,
+    store: Arc<dyn EventStore>,
+}
+
+impl query_graphql::ProjectionMonitor for Monitor {
+    fn status(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<query_graphql::ProjectionStatus>, String>> {
+        Box::pin(async move {
+            let all = projections::status(&*self.store, &self.pool, chrono::Utc::now())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(all
+                .into_iter()
+                .filter_map(|s| {
+                    Some(query_graphql::ProjectionStatus {
+                        name: s.name.to_owned(),
+                        checkpoint: s.checkpoint,
+                        head: s.head,
+                        lag: s.lag,
+                        updated_at: s.updated_at?,
+                        dead_letters: s.dead_letters,
+                        state: match s.state {
+                            projections::State::Ok => query_graphql::ProjectionState::Ok,
+                            projections::State::Degraded => {
+                                query_graphql::ProjectionState::Degraded
+                            }
+                            projections::State::Stuck => query_graphql::ProjectionState::Stuck,
+                        },
+                    })
+                })
+                .collect())
+        })
+    }
+}
+
 /// Checks tokens for GraphQL WebSocket connections.
 struct TokenAuth(Arc<command_api::TokenService>);
 
@@ -255,9 +299,7 @@ fn jwt_secret(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         .clone()
         .or_else(|| std::env::var("LEDGER_JWT_SECRET").ok())
     {
-        if secret.len() < 32 {
-            anyhow::bail!("the token secret must be at least 32 characters");
-        }
+        crate::config::check_secret(&secret)?;
         return Ok(secret.into_bytes());
     }
     use std::io::Write as _;
@@ -358,28 +400,55 @@ struct HealthState {
     leases: projections::Leases,
 }
 
-/// `GET /health`: 200 with the head position, each projection's checkpoint and lag, and the
-/// projections this process runs; 503 when the database cannot be reached.
+/// `GET /health`: 200 with the head position, each projection's checkpoint, lag, dead letters
+/// and state, and the projections this process runs; `status` is `ok`, or `degraded` when a
+/// projection set events aside or is stuck. 503 when the database cannot be reached.
 async fn health(State(state): State<HealthState>) -> (StatusCode, Json<serde_json::Value>) {
-    let head = state.store.head().await;
-    let checkpoints = projections::checkpoints(&state.pool).await;
-    match (head, checkpoints) {
-        (Ok(head), Ok(checkpoints)) => {
-            let projections: Vec<_> = checkpoints
-                .into_iter()
-                .map(|c| serde_json::json!({ "name": c.name, "checkpoint": c.position, "lag": head - c.position }))
+    health_report(&state).await
+}
+
+/// `GET /health/ready`: as `/health`, but 503 also when a projection is stuck (behind the
+/// head and not moving), so a load balancer sends no one to a process whose reads are frozen.
+async fn ready(State(state): State<HealthState>) -> (StatusCode, Json<serde_json::Value>) {
+    let (code, body) = health_report(&state).await;
+    let stuck = body["projections"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["state"] == "stuck"));
+    if stuck {
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    } else {
+        (code, body)
+    }
+}
+
+async fn health_report(state: &HealthState) -> (StatusCode, Json<serde_json::Value>) {
+    match projections::status(&*state.store, &state.pool, chrono::Utc::now()).await {
+        Ok(all) => {
+            let head = all.first().map_or(0, |s| s.head);
+            let healthy = all.iter().all(|s| s.state == projections::State::Ok);
+            let projections: Vec<_> = all
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "checkpoint": s.checkpoint,
+                        "lag": s.lag,
+                        "deadLetters": s.dead_letters,
+                        "state": s.state.label(),
+                    })
+                })
                 .collect();
             (
                 StatusCode::OK,
                 Json(serde_json::json!({
-                    "status": "ok",
+                    "status": if healthy { "ok" } else { "degraded" },
                     "head": head,
                     "projections": projections,
                     "running": state.leases.held(),
                 })),
             )
         }
-        _ => (
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({ "status": "unavailable" })),
         ),

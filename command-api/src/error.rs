@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 422: a domain rule refuses the command.
     #[error(transparent)]
     Rule(DomainError),
+    /// 422: the `Idempotency-Key` was already used by this user for another command or body.
+    #[error("this Idempotency-Key was already used for another command or body; use a new key")]
+    IdempotencyKeyReused,
     /// 503: the store cannot be reached; the command may be retried with the same key.
     #[error("the event store is unavailable; retry with the same Idempotency-Key")]
     Unavailable(#[source] StoreError),
@@ -64,6 +67,15 @@ impl ApiError {
         }
     }
 
+    /// Whether the command was refused for what it asked (a rule, a pinned version, a missing
+    /// target), as opposed to failing on the way: what it claimed beforehand is given back.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Rule(_) | Self::Conflict { .. } | Self::NotFound(_)
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed { .. } | Self::InvalidField(_) => StatusCode::BAD_REQUEST,
@@ -73,7 +85,7 @@ impl ApiError {
             Self::UnknownCommand(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Rule(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Rule(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +105,7 @@ impl ApiError {
             Self::Conflict { .. } => "VERSION_CONFLICT",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::Rule(rule) => rule.code(),
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::Unavailable(_) => "STORE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

@@ -98,24 +98,54 @@ pub(crate) async fn execute(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
         _ => ApiError::malformed(rejection.body_text()),
     })?;
-    let meta = metadata(&headers, &auth.principal)?;
+    let meta = metadata(&headers, &auth.principal, &name, &body)?;
+    role_gate(&auth.principal, &name)?;
 
-    // A repeated command answers what the first one did, before anything is decided again.
+    // A repeated command answers what the first one did, before anything is decided again:
+    // only to the user who sent it (the command id derives from the user and the key), and
+    // only for the same command and body (the events' causation id names the request).
     if headers.get(IDEMPOTENCY_KEY).is_some_and(|v| !v.is_empty()) {
         if let Some(previous) = service.store().find_command(meta.command_id).await? {
-            return Ok(respond(previous, meta.command_id));
+            return Ok(respond(same_request(previous, &meta)?, meta.command_id));
         }
     }
     let outcome = dispatch(&service, &auth.principal, &name, &body, &meta).await?;
+    // A concurrent first use of the key with another body may have won the append.
+    let outcome = if outcome.duplicate {
+        same_request(outcome, &meta)?
+    } else {
+        outcome
+    };
     Ok(respond(outcome, meta.command_id))
+}
+
+/// `outcome`, stored for this command id, if it answered the very request `meta` describes.
+fn same_request(outcome: AppendOutcome, meta: &CommandMetadata) -> Result<AppendOutcome, ApiError> {
+    match outcome.events.first() {
+        Some(first) if first.causation_id != meta.causation_id => {
+            Err(ApiError::IdempotencyKeyReused)
+        }
+        _ => Ok(outcome),
+    }
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const CORRELATION_ID: &str = "x-correlation-id";
 
-fn metadata(headers: &HeaderMap, principal: &Principal) -> Result<CommandMetadata, ApiError> {
+/// The command's metadata. With an `Idempotency-Key` the command id derives from the signed-in
+/// user and the key (another user's same key is another command); the causation id names the
+/// request (command id, command name and body), so that a key's reuse for another request is
+/// told apart from its repetition. A client's `X-Correlation-Id` is likewise taken within the
+/// user's own namespace: no one can put their events into another user's correlation.
+fn metadata(
+    headers: &HeaderMap,
+    principal: &Principal,
+    name: &str,
+    body: &[u8],
+) -> Result<CommandMetadata, ApiError> {
     // An empty header counts as absent.
     let present = |name: &str| headers.get(name).filter(|v| !v.is_empty());
+    let user = principal.user_id.to_string();
     let command_id = match present(IDEMPOTENCY_KEY) {
         None => Uuid::now_v7(),
         Some(value) => {
@@ -128,9 +158,7 @@ fn metadata(headers: &HeaderMap, principal: &Principal) -> Result<CommandMetadat
                         "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
                     ))
                 })?;
-            // A UUID key is the command id itself; any other key names one.
-            Uuid::parse_str(key)
-                .unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()))
+            Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{user}\0{key}").as_bytes())
         }
     };
     let correlation_id = match present(CORRELATION_ID) {
@@ -139,18 +167,39 @@ fn metadata(headers: &HeaderMap, principal: &Principal) -> Result<CommandMetadat
             .to_str()
             .ok()
             .and_then(|v| Uuid::parse_str(v).ok())
+            .map(|given| Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{user}\0{given}").as_bytes()))
             .ok_or_else(|| ApiError::malformed("X-Correlation-Id must be a UUID"))?,
     };
     Ok(CommandMetadata {
         command_id,
         correlation_id,
-        causation_id: command_id,
+        causation_id: request_id(command_id, name, body),
         actor: Actor {
             id: principal.user_id.to_string(),
             role: principal.role.label().to_owned(),
         },
         recorded_at: now(),
     })
+}
+
+/// The id of one request: its command id, command name and body (as JSON, so that spacing and
+/// key order do not make another request of the same content). Passwords are left out: the id
+/// is stored (as the events' causation id) and must not let anyone test guesses against it.
+fn request_id(command_id: Uuid, name: &str, body: &[u8]) -> Uuid {
+    let canonical = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut value) => {
+            if let serde_json::Value::Object(fields) = &mut value {
+                fields.retain(|k, _| !k.to_ascii_lowercase().contains("password"));
+            }
+            value.to_string().into_bytes()
+        }
+        Err(_) => body.to_vec(),
+    };
+    let mut request = Vec::with_capacity(name.len() + 1 + canonical.len());
+    request.extend_from_slice(name.as_bytes());
+    request.push(0);
+    request.extend_from_slice(&canonical);
+    crate::service::derive_id(command_id, &request)
 }
 
 fn respond(outcome: AppendOutcome, command_id: Uuid) -> (StatusCode, Json<CommandResponse>) {
@@ -265,14 +314,9 @@ fn allow(
     }
 }
 
-async fn dispatch(
-    service: &CommandService,
-    principal: &Principal,
-    name: &str,
-    body: &[u8],
-    meta: &CommandMetadata,
-) -> Result<AppendOutcome, ApiError> {
-    // Most commands are the admins' alone; the others say below who else may.
+/// Most commands are the admins' alone; `dispatch` says who else may send the others (and
+/// for which target). Checked before a stored outcome is replayed.
+fn role_gate(principal: &Principal, name: &str) -> Result<(), ApiError> {
     const OPEN_TO_OTHERS: &[&str] = &[
         "UpdateCustomer",
         "RegisterDevice",
@@ -292,6 +336,17 @@ async fn dispatch(
     if !OPEN_TO_OTHERS.contains(&name) {
         allow(principal, Action::Administer, None, &format!("send {name}"))?;
     }
+    Ok(())
+}
+
+async fn dispatch(
+    service: &CommandService,
+    principal: &Principal,
+    name: &str,
+    body: &[u8],
+    meta: &CommandMetadata,
+) -> Result<AppendOutcome, ApiError> {
+    role_gate(principal, name)?;
     // For ticket commands: whose ticket it is decides who may act on it.
     let ticket_gate = |action: Action, ticket: Uuid| async move {
         // Admins may act on any ticket: no need to look it up.
@@ -905,7 +960,7 @@ pub async fn run_command(
     if !COMMANDS.contains(&name) {
         return Err(ApiError::UnknownCommand(name.to_owned()));
     }
-    let meta = metadata(&HeaderMap::new(), principal)?;
     let body = serde_json::to_vec(body).map_err(|e| ApiError::malformed(e.to_string()))?;
+    let meta = metadata(&HeaderMap::new(), principal, name, &body)?;
     dispatch(service, principal, name, &body, &meta).await
 }

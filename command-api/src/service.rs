@@ -33,6 +33,10 @@ const LINK_DEVICE: &str = "link-device";
 /// How many ticket numbers are tried before giving up on a (very unlikely) collision streak.
 const NUMBER_ATTEMPTS: usize = 8;
 
+/// Attempts of one `UsePart` (one command id) whose stock was given back, before it must be sent
+/// with a new key.
+const MAX_STOCK_ATTEMPTS: u32 = 100;
+
 pub struct CommandService {
     store: Arc<dyn EventStore>,
     policy: PriorityPolicy,
@@ -96,7 +100,9 @@ impl CommandService {
     ) -> Result<AppendOutcome, ApiError> {
         let stream = stream_of::<Customer>(id);
         let cmd = CustomerCommand::Update(update.clone());
-        let (current, _) = self.probe::<Customer>(&stream, cmd.clone(), meta).await?;
+        let (current, _) = self
+            .probe::<Customer>(&stream, cmd.clone(), expected, meta)
+            .await?;
         let old_email = current.state().map(|c| c.email.clone());
         let new_email = update.email.filter(|e| Some(e) != old_email.as_ref());
         if let Some(email) = &new_email {
@@ -104,11 +110,31 @@ impl CommandService {
         }
         let outcome = self
             .execute::<Customer>(&stream, expected, meta, || cmd.clone())
-            .await?;
-        if let (Some(_), Some(old)) = (new_email, old_email) {
-            self.release_email("customer", &old, &stream, meta).await?;
+            .await;
+        match (&outcome, new_email, old_email) {
+            // Refused after all (the customer changed meanwhile): the new address is not
+            // theirs to keep.
+            (Err(e), Some(new), _) if e.is_refusal() => {
+                self.release_key(
+                    &Self::email_key("customer", &new)?,
+                    new.as_str(),
+                    &stream,
+                    meta,
+                )
+                .await?;
+            }
+            (Ok(_), Some(_), Some(old)) => {
+                self.release_key(
+                    &Self::email_key("customer", &old)?,
+                    old.as_str(),
+                    &stream,
+                    meta,
+                )
+                .await?;
+            }
+            _ => {}
         }
-        Ok(outcome)
+        outcome
     }
 
     pub async fn customer_command(
@@ -169,16 +195,20 @@ impl CommandService {
         let stream = stream_of::<Device>(command.device_id);
         command.customer = self.customer_facts(command.customer_id).await?;
         let cmd = DeviceCommand::Register(command.clone());
-        self.probe::<Device>(&stream, cmd.clone(), meta).await?;
-        let key = StreamId::new(format!("device-serial-{}", command.serial_number.as_str()))?;
-        if !self
-            .reserve(&key, command.serial_number.as_str(), &stream, meta)
-            .await?
-        {
+        self.probe::<Device>(&stream, cmd.clone(), expected, meta)
+            .await?;
+        let serial = command.serial_number.as_str();
+        let key = StreamId::new(format!("device-serial-{serial}"))?;
+        if !self.reserve(&key, serial, &stream, meta).await? {
             return Err(DomainError::SerialTaken.into());
         }
-        self.execute::<Device>(&stream, expected, meta, || cmd.clone())
-            .await
+        let outcome = self
+            .execute::<Device>(&stream, expected, meta, || cmd.clone())
+            .await;
+        if outcome.as_ref().is_err_and(ApiError::is_refusal) {
+            self.release_key(&key, serial, &stream, meta).await?;
+        }
+        outcome
     }
 
     pub async fn device_command(
@@ -254,7 +284,7 @@ impl CommandService {
             new.decide(probe, meta.recorded_at)?;
             0
         } else {
-            self.probe::<Ticket>(&stream, probe, meta).await?.1
+            self.probe::<Ticket>(&stream, probe, None, meta).await?.1
         };
         // A pinned version the stream is not at is refused before the claim and the link too.
         if let Some(pinned) = expected.filter(|pinned| *pinned != version) {
@@ -500,16 +530,42 @@ impl CommandService {
             part: part_facts,
             quantity,
         };
-        self.probe::<Ticket>(&ticket_stream, probe, meta).await?;
+        self.probe::<Ticket>(&ticket_stream, probe, expected, meta)
+            .await?;
 
+        // Each attempt of the command takes stock under ids of its own: once an attempt's take
+        // was given back (the ticket refused it), a retry must take again, not find that take
+        // and count it as done. An attempt whose take was not given back (a crash between the
+        // two appends) is the one a retry continues.
+        let mut attempt = 0u32;
+        let (take_meta, return_meta) = loop {
+            let suffix = if attempt == 0 {
+                String::new()
+            } else {
+                format!("#{attempt}")
+            };
+            let returned = derived(meta, &format!("return-stock{suffix}"));
+            if self
+                .store
+                .find_command(returned.command_id)
+                .await?
+                .is_none()
+            {
+                break (derived(meta, &format!("take-stock{suffix}")), returned);
+            }
+            attempt += 1;
+            if attempt > MAX_STOCK_ATTEMPTS {
+                return Err(ApiError::Unavailable(StoreError::Unavailable(
+                    "this command was refused too often; send it with a new key".into(),
+                )));
+            }
+        };
         let take = PartCommand::Use {
             ticket_id,
             quantity,
         };
         let taken = self
-            .execute::<Part>(&part_stream, None, &derived(meta, "take-stock"), || {
-                take.clone()
-            })
+            .execute::<Part>(&part_stream, None, &take_meta, || take.clone())
             .await?;
         let unit_cost = taken
             .events
@@ -538,10 +594,8 @@ impl CommandService {
                 ticket_id,
                 quantity,
             };
-            self.execute::<Part>(&part_stream, None, &derived(meta, "return-stock"), || {
-                give_back.clone()
-            })
-            .await?;
+            self.execute::<Part>(&part_stream, None, &return_meta, || give_back.clone())
+                .await?;
         }
         recorded
     }
@@ -663,22 +717,49 @@ impl CommandService {
     where
         A::Command: Clone,
     {
-        self.probe::<A>(stream, command.clone(), meta).await?;
+        self.probe::<A>(stream, command.clone(), expected, meta)
+            .await?;
         self.reserve_email(kind, email, stream, meta).await?;
-        self.execute::<A>(stream, expected, meta, || command.clone())
-            .await
+        let outcome = self
+            .execute::<A>(stream, expected, meta, || command.clone())
+            .await;
+        if outcome.as_ref().is_err_and(ApiError::is_refusal) {
+            self.release_key(&Self::email_key(kind, email)?, email.as_str(), stream, meta)
+                .await?;
+        }
+        outcome
     }
 
-    /// Decides `command` against the current state without appending: refuses early, before
-    /// a secondary write, what the final append would refuse.
+    /// Decides `command` against the current state without appending, a pinned `expected`
+    /// version included: refuses early, before a secondary write (a key's claim, a stock
+    /// take), what the final append would refuse. A refusal is confirmed on the stream as the
+    /// log holds it (the kept state may trail it).
     async fn probe<A: Aggregate + Send + Sync + 'static>(
         &self,
         stream: &StreamId,
         command: A::Command,
+        expected: Option<i64>,
         meta: &CommandMetadata,
-    ) -> Result<(A, i64), ApiError> {
+    ) -> Result<(A, i64), ApiError>
+    where
+        A::Command: Clone,
+    {
+        let refusal = |state: &A, version: i64| match expected.filter(|e| *e != version) {
+            Some(pinned) => Err(ApiError::Conflict {
+                expected: ExpectedVersion::Exact(pinned),
+                actual: version,
+            }),
+            None => state
+                .decide(command.clone(), meta.recorded_at)
+                .map(|_| ())
+                .map_err(ApiError::from),
+        };
         let (state, version) = self.load::<A>(stream).await?;
-        state.decide(command, meta.recorded_at)?;
+        if refusal(&state, version).is_ok() {
+            return Ok((state, version));
+        }
+        let (state, version) = self.warm.load_from_log::<A>(&*self.store, stream).await?;
+        refusal(&state, version)?;
         Ok((state, version))
     }
 
@@ -792,24 +873,26 @@ impl CommandService {
         }
     }
 
-    async fn release_email(
+    /// Gives `key` up if `owner` holds it (a changed e-mail's old address, or what a refused
+    /// command claimed).
+    async fn release_key(
         &self,
-        kind: &str,
-        email: &Email,
+        key_stream: &StreamId,
+        key_value: &str,
         owner: &StreamId,
         meta: &CommandMetadata,
     ) -> Result<(), ApiError> {
-        let key = Self::email_key(kind, email)?;
+        let key = key_stream.clone();
         let (holder, version) = self.key_holder(&key).await?;
         if holder.as_deref() != Some(owner.as_str()) {
             return Ok(());
         }
         let event = ReservationEvent::KeyReleased {
-            key: email.as_str().to_owned(),
+            key: key_value.to_owned(),
             owner: owner.to_string(),
             released_at: meta.recorded_at,
         };
-        let release = derived(meta, &format!("release {key}"));
+        let release = derived(meta, &format!("release {key}@{version}"));
         let events = encode(std::slice::from_ref(&event), release.command_id);
         match self
             .store
@@ -869,7 +952,14 @@ impl CommandService {
         meta: &CommandMetadata,
         version: i64,
     ) -> AppendRequest {
-        let claim = derived(meta, key_stream.as_str());
+        // Each claim of the key by this command has its own id: one made after the key was
+        // released (a refusal of this very command gave it back) must be written, not taken
+        // for a repeat of the first.
+        let claim = if version == 0 {
+            derived(meta, key_stream.as_str())
+        } else {
+            derived(meta, &format!("{}@{version}", key_stream.as_str()))
+        };
         let event = ReservationEvent::KeyReserved {
             key: key.to_owned(),
             owner: owner.to_string(),
@@ -947,7 +1037,7 @@ fn event_id(command_id: Uuid, i: usize) -> Uuid {
 /// for the server's v7 ids, instead of taking each derived id at a random leaf (BENCHMARKS.md,
 /// seventeenth round). A UUIDv8 ("custom"): 74 bits of hash stay, as many random bits as a v7
 /// has, so two ids of one millisecond collide no more often than two v7s would.
-fn derive_id(base: Uuid, name: &[u8]) -> Uuid {
+pub(crate) fn derive_id(base: Uuid, name: &[u8]) -> Uuid {
     let mut bytes = *Uuid::new_v5(&base, name).as_bytes();
     bytes[..6].copy_from_slice(&base.as_bytes()[..6]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()

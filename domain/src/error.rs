@@ -73,6 +73,10 @@ pub enum DomainError {
     TicketClosed,
     #[error("the ticket has no pending quote")]
     NoPendingQuote,
+    #[error("this ticket already has a note with this id")]
+    NoteIdTaken,
+    #[error("this ticket already has a payment with this id")]
+    PaymentIdTaken,
     #[error("billable work needs an approved quote (or an approved warranty claim)")]
     QuoteNotApproved,
     #[error("the repair is already completed")]
@@ -144,6 +148,8 @@ impl DomainError {
             Self::NotAssigned => "NOT_ASSIGNED",
             Self::TicketClosed => "TICKET_CLOSED",
             Self::NoPendingQuote => "NO_PENDING_QUOTE",
+            Self::NoteIdTaken => "NOTE_ID_TAKEN",
+            Self::PaymentIdTaken => "PAYMENT_ID_TAKEN",
             Self::QuoteNotApproved => "QUOTE_NOT_APPROVED",
             Self::RepairAlreadyCompleted => "REPAIR_ALREADY_COMPLETED",
             Self::AmountBelowPaid { .. } => "AMOUNT_BELOW_PAID",

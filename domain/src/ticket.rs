@@ -370,6 +370,11 @@ pub struct TicketState {
     pub status: TicketStatus,
     pub assignee: Option<TechnicianId>,
     pub notes: u32,
+    /// The ids of the ticket's notes and payments: each names one child of this ticket only.
+    #[serde(default)]
+    pub note_ids: Vec<NoteId>,
+    #[serde(default)]
+    pub payment_ids: Vec<PaymentId>,
     /// The latest quote, whatever its decision.
     pub quote: Option<Quote>,
     /// The amount of the latest approved quote: it stays the bill while a revision is pending.
@@ -564,6 +569,9 @@ fn decide_existing(
             if state.status == Cancelled {
                 return Err(refuse());
             }
+            if state.note_ids.contains(&note_id) {
+                return Err(DomainError::NoteIdTaken);
+            }
             Ok(TicketEvent::NoteAdded {
                 note_id,
                 text,
@@ -701,6 +709,9 @@ fn decide_existing(
             if !matches!(state.status, Open | InProgress | Resolved) {
                 return Err(refuse());
             }
+            if state.payment_ids.contains(&payment_id) {
+                return Err(DomainError::PaymentIdTaken);
+            }
             let balance = state.balance();
             if amount > balance {
                 return Err(DomainError::Overpayment {
@@ -807,6 +818,8 @@ fn raised_state(event: &TicketEvent) -> TicketState {
         status: TicketStatus::Open,
         assignee: None,
         notes: 0,
+        note_ids: Vec::new(),
+        payment_ids: Vec::new(),
         quote: None,
         approved_quote: None,
         parts: Vec::new(),
@@ -842,7 +855,10 @@ fn evolve_existing(mut s: TicketState, event: &TicketEvent) -> TicketState {
             s.status = TicketStatus::InProgress;
             s.started_at = Some(started_at);
         }
-        TicketEvent::NoteAdded { .. } => s.notes += 1,
+        TicketEvent::NoteAdded { note_id, .. } => {
+            s.notes += 1;
+            s.note_ids.push(note_id);
+        }
         TicketEvent::RepairQuoted {
             amount,
             description,
@@ -904,7 +920,12 @@ fn evolve_existing(mut s: TicketState, event: &TicketEvent) -> TicketState {
             s.status = TicketStatus::Open;
             s.reopened_at = Some(reopened_at);
         }
-        TicketEvent::PaymentRecorded { amount, .. } => s.paid = s.paid.saturating_add(amount),
+        TicketEvent::PaymentRecorded {
+            payment_id, amount, ..
+        } => {
+            s.paid = s.paid.saturating_add(amount);
+            s.payment_ids.push(payment_id);
+        }
         TicketEvent::WarrantyClaimed {
             device_id, reason, ..
         } => {

@@ -9,6 +9,10 @@ use sqlx::{Connection, PgConnection, PgPool};
 use stream_store::{EventStore, RecordedEvent, StoreError};
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letters::{
+    is_poison, open_positions, quarantine, Failing, OnPoison, PoisonPolicies, PoisonPolicy,
+};
+
 /// Most events applied in one transaction while following the log: one page of the
 /// PostgreSQL store's subscription, so that catching up applies whole pages (with 500, every
 /// page of 512 also made a transaction of 12 events, which `LINGER` then held back).
@@ -201,7 +205,7 @@ async fn log_is_local(store: &dyn EventStore, pool: &PgPool) -> Result<bool, Pro
 
 /// Applies `events`, the ones right after `after`, in SQL from the log's table when it is local and
 /// the projector can, else through the projector's Rust code.
-async fn apply_events(
+pub(crate) async fn apply_events(
     tx: &mut PgConnection,
     projector: &dyn Projector,
     log: Log<'_>,
@@ -220,13 +224,16 @@ async fn apply_events(
 /// The store a projection follows, and whether it is the `events` table of the read models'
 /// own database.
 #[derive(Clone, Copy)]
-struct Log<'a> {
+pub(crate) struct Log<'a> {
     store: &'a dyn EventStore,
     local: bool,
 }
 
 impl<'a> Log<'a> {
-    async fn of(store: &'a dyn EventStore, pool: &PgPool) -> Result<Self, ProjectionError> {
+    pub(crate) async fn of(
+        store: &'a dyn EventStore,
+        pool: &PgPool,
+    ) -> Result<Self, ProjectionError> {
         let local = log_is_local(store, pool).await?;
         Ok(Self { store, local })
     }
@@ -327,6 +334,78 @@ async fn apply_batch(
     Ok(BatchOutcome::Applied(last.position))
 }
 
+/// A batch of events right after `from`, read from `log`.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    log: Log<'a>,
+    from: i64,
+    events: &'a [RecordedEvent],
+}
+
+/// `apply_batch`, or, when the batch fails on an event (not on the database being away),
+/// the batch one event at a time: each event is tried `policy.attempts` times with backoff,
+/// and one that still fails is set aside as a dead letter (the checkpoint moves past it)
+/// under `OnPoison::Quarantine`, or fails the batch under `OnPoison::Stop`.
+async fn apply_guarded(
+    conn: &mut PgConnection,
+    projector: &dyn Projector,
+    batch: Batch<'_>,
+    policy: PoisonPolicy,
+    shutdown: &CancellationToken,
+) -> Result<BatchOutcome, ProjectionError> {
+    let Batch { log, from, events } = batch;
+    match apply_batch(conn, projector, log, from, events).await {
+        Err(e) if is_poison(&e) && policy.on_poison == OnPoison::Quarantine => {
+            tracing::warn!(projection = projector.name(), error = %e,
+                "a batch failed on an event; applying it one event at a time");
+        }
+        other => return other,
+    }
+    let mut position = from;
+    for event in events {
+        let mut failing = Failing {
+            first_seen: chrono::Utc::now(),
+            attempts: 0,
+        };
+        loop {
+            let single = std::slice::from_ref(event);
+            let error = match apply_batch(conn, projector, log, position, single).await {
+                Ok(BatchOutcome::Applied(p)) => {
+                    position = p;
+                    break;
+                }
+                Ok(moved @ BatchOutcome::Moved(_)) => return Ok(moved),
+                Err(e) if is_poison(&e) => e,
+                Err(e) => return Err(e),
+            };
+            failing.attempts += 1;
+            if failing.attempts >= policy.attempts.max(1) {
+                if !quarantine(conn, projector.name(), position, event, &error, &failing).await? {
+                    let current = load_checkpoint_on(conn, projector.name()).await?;
+                    return Ok(BatchOutcome::Moved(current));
+                }
+                announce(conn, projector.name(), event.position).await;
+                position = event.position;
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Err(error),
+                () = tokio::time::sleep(policy.backoff(failing.attempts)) => {}
+            }
+        }
+    }
+    Ok(BatchOutcome::Applied(position))
+}
+
+async fn load_checkpoint_on(conn: &mut PgConnection, name: &str) -> Result<i64, ProjectionError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT position FROM public.projection_checkpoints WHERE name = $1",
+        name
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Sets the checkpoint, in the transaction that applied the events before it.
 async fn move_checkpoint(
     tx: &mut PgConnection,
@@ -364,22 +443,39 @@ async fn announce(conn: &mut PgConnection, name: &str, position: i64) {
 }
 
 /// Applies everything up to the current head, then returns how many events were applied.
-/// Tests use it to drain a projection without sleeping.
+/// Tests use it to drain a projection without sleeping. The first event that fails stops it
+/// with its error (`PoisonPolicy::STOP`); `catch_up_with` takes another policy.
 pub async fn catch_up(
     store: &dyn EventStore,
     pool: &PgPool,
     projector: &dyn Projector,
 ) -> Result<usize, ProjectionError> {
+    catch_up_with(store, pool, projector, PoisonPolicy::STOP).await
+}
+
+/// `catch_up` with the given handling of poison events. Events set aside count as applied.
+pub async fn catch_up_with(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    projector: &dyn Projector,
+    policy: PoisonPolicy,
+) -> Result<usize, ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
     let log = Log::of(store, pool).await?;
     let mut conn = pool.acquire().await?;
     let mut applied = 0;
+    let never = CancellationToken::new();
     loop {
         let events = store.read_all(position, BATCH).await?;
         if events.is_empty() {
             return Ok(applied);
         }
-        match apply_batch(&mut conn, projector, log, position, &events).await? {
+        let batch = Batch {
+            log,
+            from: position,
+            events: &events,
+        };
+        match apply_guarded(&mut conn, projector, batch, policy, &never).await? {
             BatchOutcome::Applied(p) => {
                 applied += events.len();
                 position = p;
@@ -420,16 +516,19 @@ pub async fn run_all(
     pool: PgPool,
     projectors: Vec<Arc<dyn Projector>>,
     leases: Leases,
+    policies: PoisonPolicies,
     shutdown: CancellationToken,
 ) {
     let tasks: Vec<_> = projectors
         .into_iter()
         .map(|p| {
+            let policy = policies.of(p.name());
             tokio::spawn(run_one(
                 store.clone(),
                 pool.clone(),
                 p,
                 leases.clone(),
+                policy,
                 shutdown.clone(),
             ))
         })
@@ -451,6 +550,7 @@ async fn run_one(
     pool: PgPool,
     projector: Arc<dyn Projector>,
     leases: Leases,
+    policy: PoisonPolicy,
     shutdown: CancellationToken,
 ) {
     let name = projector.name();
@@ -469,7 +569,7 @@ async fn run_one(
         };
         tracing::info!(projection = name, "running projection (lease taken)");
         leases.set(name, true);
-        let outcome = follow(&*store, &pool, &mut lease, &*projector, &shutdown).await;
+        let outcome = follow(&*store, &pool, &mut lease, &*projector, policy, &shutdown).await;
         leases.set(name, false);
         // Ending the session releases the lease for another process.
         let _ = lease.close().await;
@@ -508,6 +608,7 @@ async fn follow(
     pool: &PgPool,
     lease: &mut PgConnection,
     projector: &dyn Projector,
+    policy: PoisonPolicy,
     shutdown: &CancellationToken,
 ) -> Result<(), ProjectionError> {
     let mut position = load_checkpoint(pool, projector.name()).await?;
@@ -535,7 +636,12 @@ async fn follow(
             } else {
                 Duration::ZERO
             };
-        match apply_batch(lease, projector, log, position, &events).await? {
+        let batch = Batch {
+            log,
+            from: position,
+            events: &events,
+        };
+        match apply_guarded(lease, projector, batch, policy, shutdown).await? {
             BatchOutcome::Applied(p) => position = p,
             BatchOutcome::Moved(p) => {
                 // A rebuild (or another runner) moved it: re-subscribe from there.
@@ -612,6 +718,9 @@ pub async fn rebuild(
             .await?;
         position = head;
     }
+    // The events the live projection set aside are left out here too, so that the rebuilt
+    // tables are the live ones (`ledger projections retry` applies them once fixed).
+    let skip = open_positions(pool, name).await?;
     let mut events = if position < head {
         store.read_all(position, REBUILD_BATCH).await?
     } else {
@@ -627,7 +736,7 @@ pub async fn rebuild(
             let store = store.clone();
             tokio::spawn(async move { store.read_all(last, REBUILD_BATCH).await })
         };
-        let prepared = projector.prepare(&events, log.store).await;
+        let prepared = projector.prepare(&without(&events, &skip), log.store).await;
         let written = match writing.take() {
             Some(write) => landed(write)
                 .await
@@ -648,8 +757,9 @@ pub async fn rebuild(
                 Ok(())
             }
             (Ok(()), Ok(None)) => {
+                let kept = without(&events, &skip);
                 let applied =
-                    apply_to_shadow(pool, projector, (&shadow, log), position, &events).await;
+                    apply_to_shadow(pool, projector, (&shadow, log), position, &kept).await;
                 applied.map(|()| progress(last, head.max(last)))
             }
         };
@@ -729,7 +839,8 @@ pub async fn rebuild(
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
-        apply_to_shadow(pool, projector, (&shadow, log), position, &events).await?;
+        let kept = without(&events, &skip);
+        apply_to_shadow(pool, projector, (&shadow, log), position, &kept).await?;
         position = last;
     }
 
@@ -950,6 +1061,23 @@ async fn apply_to_shadow(
     Ok(())
 }
 
+/// `events` but for those at the positions in `skip`.
+fn without<'a>(
+    events: &'a [RecordedEvent],
+    skip: &HashSet<i64>,
+) -> std::borrow::Cow<'a, [RecordedEvent]> {
+    if skip.is_empty() || !events.iter().any(|e| skip.contains(&e.position)) {
+        return std::borrow::Cow::Borrowed(events);
+    }
+    std::borrow::Cow::Owned(
+        events
+            .iter()
+            .filter(|e| !skip.contains(&e.position))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// A transaction whose unqualified table names are the shadow tables.
 async fn begin_in(
     pool: &PgPool,
@@ -985,12 +1113,14 @@ async fn swap(
     sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
         .execute(&mut *tx)
         .await?;
-    // Whatever was appended meanwhile, up to the head as seen under the lock.
+    // Whatever was appended meanwhile, up to the head as seen under the lock, but for what
+    // the live projection set aside (as of now, under the checkpoint's lock).
+    let skip = open_positions(pool, name).await?;
     loop {
         let events = store.read_all(position, REBUILD_BATCH).await?;
         let Some(last) = events.last() else { break };
         let last = last.position;
-        apply_events(&mut tx, projector, log, position, &events).await?;
+        apply_events(&mut tx, projector, log, position, &without(&events, &skip)).await?;
         position = last;
     }
     sqlx::query("SET LOCAL search_path TO public")

@@ -1063,7 +1063,8 @@ impl TicketRows {
                      resolved_at = EXCLUDED.resolved_at, closed_at = EXCLUDED.closed_at,
                      cancelled_at = EXCLUDED.cancelled_at, reopened_at = EXCLUDED.reopened_at,
                      settled_at = EXCLUDED.settled_at, updated_at = EXCLUDED.updated_at,
-                     version = EXCLUDED.version"
+                     version = EXCLUDED.version
+                 WHERE tickets.version < EXCLUDED.version"
             ),
         };
         insert.execute(tx).await?;

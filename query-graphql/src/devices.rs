@@ -119,6 +119,7 @@ impl Device {
     }
 
     /// Warranty claims on this device's tickets.
+    #[graphql(complexity = "crate::tickets::list_cost(child_complexity)")]
     async fn warranty_claims(&self, ctx: &Context<'_>) -> Result<Vec<DeviceClaim>> {
         let pool = ctx.data::<PgPool>()?;
         let id = parse_id(&self.id)?;
@@ -468,6 +469,7 @@ impl DeviceQueries {
     }
 
     /// Devices whose warranty ends within `days` days from today.
+    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
     async fn devices_expiring_within(
         &self,
         ctx: &Context<'_>,
@@ -483,6 +485,7 @@ impl DeviceQueries {
     }
 
     /// Devices past their expected delivery date.
+    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
     async fn overdue_deliveries(
         &self,
         ctx: &Context<'_>,

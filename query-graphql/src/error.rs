@@ -12,6 +12,9 @@ pub enum QueryError {
     /// FORBIDDEN: the role may not read this.
     #[error("your role may not {0}")]
     Forbidden(&'static str),
+    /// QUERY_TOO_LARGE: the document is over a limit (length, nesting, depth, fields).
+    #[error("{0}")]
+    TooLarge(crate::limits::Refusal),
     /// INTERNAL: logged here with its cause, answered with a generic message.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -23,6 +26,7 @@ impl QueryError {
             Self::BadInput(_) => "BAD_USER_INPUT",
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
+            Self::TooLarge(_) => "QUERY_TOO_LARGE",
             Self::Internal(_) => "INTERNAL",
         }
     }

@@ -7,6 +7,7 @@ mod devices;
 mod error;
 mod freshness;
 mod history;
+pub mod limits;
 mod parse_cache;
 mod reports;
 mod schema;
@@ -14,7 +15,9 @@ mod subscriptions;
 mod tickets;
 mod types;
 
-pub use audit::{audit_entries, AuditEntry, AuditFilter};
+pub use audit::{
+    audit_entries, AuditEntry, AuditFilter, ProjectionMonitor, ProjectionState, ProjectionStatus,
+};
 pub use error::QueryError;
 pub use freshness::Freshness;
 
@@ -24,7 +27,8 @@ pub(crate) struct Lookups {
     pub(crate) tickets: tickets::TicketCache,
     pub(crate) ticket_rows: async_graphql::dataloader::DataLoader<tickets::TicketLoader>,
 }
-pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY, MAX_DEPTH};
+pub use limits::MAX_DEPTH;
+pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY};
 pub use types::MAX_PAGE;
 
 use std::time::Duration;
@@ -56,6 +60,10 @@ pub struct Settings {
 pub const POSITION_HEADER: &str = "x-ledger-position";
 /// Longest a query waits for the read models to reach that position.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+/// Largest `POST /graphql` body (query and variables).
+pub const MAX_GRAPHQL_BODY_BYTES: usize = 256 * 1024;
+/// Largest WebSocket message (and frame) a subscriber may send.
+pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest a query may run.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -90,13 +98,54 @@ pub fn router(
     Router::new()
         .route(
             "/graphql",
-            get(graphiql).post(graphql).with_state(state.clone()),
+            get(graphiql).post(graphql).with_state(state.clone()).layer(
+                tower_http::limit::RequestBodyLimitLayer::new(MAX_GRAPHQL_BODY_BYTES),
+            ),
         )
         .route("/graphql/ws", get(websocket).with_state(state))
         .route(
             "/reports/{file}",
             get(reports::csv_report).with_state((pool, settings)),
         )
+}
+
+/// The answer to a document over the limits.
+fn refused(refusal: limits::Refusal) -> async_graphql::Response {
+    let error = QueryError::TooLarge(refusal)
+        .extend()
+        .into_server_error(async_graphql::Pos::default());
+    async_graphql::Response::from_errors(vec![error])
+}
+
+/// The schema behind the WebSocket: documents are checked against the limits (and parsed
+/// through the cache) as over HTTP before the schema sees them.
+#[derive(Clone)]
+struct Guarded {
+    schema: LedgerSchema,
+    documents: parse_cache::ParsedDocuments,
+}
+
+impl async_graphql::Executor for Guarded {
+    async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
+        match self.documents.prepare(&mut request) {
+            Ok(()) => self.schema.execute(request).await,
+            Err(refusal) => refused(refusal),
+        }
+    }
+
+    fn execute_stream(
+        &self,
+        mut request: async_graphql::Request,
+        session_data: Option<Arc<Data>>,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        use futures::StreamExt;
+        match self.documents.prepare(&mut request) {
+            Ok(()) => self
+                .schema
+                .execute_stream_with_session_data(request, session_data.unwrap_or_default()),
+            Err(refusal) => futures::stream::once(async move { refused(refusal) }).boxed(),
+        }
+    }
 }
 
 fn error_response(message: &str, code: &'static str) -> GraphQLResponse {
@@ -115,7 +164,9 @@ async fn graphql(
     request: GraphQLRequest,
 ) -> GraphQLResponse {
     let mut request = request.into_inner();
-    state.documents.prepare(&mut request);
+    if let Err(refusal) = state.documents.prepare(&mut request) {
+        return refused(refusal).into();
+    }
     if let Some(Extension(principal)) = principal {
         request = request.data(principal);
     }
@@ -163,12 +214,16 @@ async fn websocket(
     let GraphqlState {
         schema,
         authenticator,
+        documents,
         ..
     } = state;
+    let executor = Guarded { schema, documents };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
+            GraphQLWebSocket::new(stream, executor, protocol)
                 .on_connection_init(move |payload: serde_json::Value| async move {
                     let mut data = Data::default();
                     let token = ["Authorization", "authorization"]

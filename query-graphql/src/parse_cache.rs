@@ -11,6 +11,8 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::{parse_query, types::ExecutableDocument};
+
+use crate::limits::{self, Refusal};
 use lru::LruCache;
 
 /// Distinct documents kept.
@@ -30,32 +32,39 @@ impl Default for ParsedDocuments {
 }
 
 impl ParsedDocuments {
-    /// Gives `request` its parsed document, from the cache or parsed now and kept. A query
-    /// that does not parse is left as it is: the schema parses it again and answers its
-    /// error as it answers any other.
-    pub(crate) fn prepare(&self, request: &mut async_graphql::Request) {
+    /// Gives `request` its parsed document, from the cache or parsed now and kept, once the
+    /// text and the document are within `limits` (refused otherwise, before any validation).
+    /// A query that does not parse is left as it is: the schema parses it again and answers
+    /// its error as it answers any other.
+    pub(crate) fn prepare(&self, request: &mut async_graphql::Request) -> Result<(), Refusal> {
         let query = &request.query;
-        if query.len() > LONGEST_CACHED {
-            return;
-        }
-        let cached = self
-            .0
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(query.as_str()).cloned());
+        limits::check_text(query)?;
+        let cacheable = query.len() <= LONGEST_CACHED;
+        let cached = if cacheable {
+            self.0
+                .lock()
+                .ok()
+                .and_then(|mut c| c.get(query.as_str()).cloned())
+        } else {
+            None
+        };
         let document = match cached {
             Some(document) => document,
             None => {
                 let Ok(document) = parse_query(query) else {
-                    return;
+                    return Ok(());
                 };
-                if let Ok(mut cache) = self.0.lock() {
-                    cache.put(query.clone(), document.clone());
+                limits::check_document(&document)?;
+                if cacheable {
+                    if let Ok(mut cache) = self.0.lock() {
+                        cache.put(query.clone(), document.clone());
+                    }
                 }
                 document
             }
         };
         request.set_parsed_query(document);
+        Ok(())
     }
 }
 
@@ -67,15 +76,15 @@ mod tests {
     fn a_document_is_parsed_once_and_a_bad_one_is_left_to_the_schema() {
         let documents = ParsedDocuments::default();
         let mut first = async_graphql::Request::new("{ __typename }");
-        documents.prepare(&mut first);
+        assert!(documents.prepare(&mut first).is_ok());
         assert!(first.parsed_query().is_ok());
         assert_eq!(documents.0.lock().map(|c| c.len()).unwrap_or(0), 1);
         let mut again = async_graphql::Request::new("{ __typename }");
-        documents.prepare(&mut again);
+        assert!(documents.prepare(&mut again).is_ok());
         assert_eq!(documents.0.lock().map(|c| c.len()).unwrap_or(0), 1);
 
         let mut bad = async_graphql::Request::new("{ ticket(");
-        documents.prepare(&mut bad);
+        assert!(documents.prepare(&mut bad).is_ok());
         assert_eq!(documents.0.lock().map(|c| c.len()).unwrap_or(0), 1);
         assert!(bad.parsed_query().is_err());
     }

@@ -17,9 +17,9 @@ use crate::Settings;
 /// round trip it saves under load, and the only wait when alone.
 const LOOKUP_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
 
-/// Deepest query accepted.
-pub const MAX_DEPTH: usize = 12;
 /// Most complex query accepted (each field counts 1, a connection's nodes times `first`).
+/// Depth and the number of fields are bounded before this is computed (`limits`), which also
+/// exempts introspection from the depth limit.
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 pub type LedgerSchema = Schema<QueryRoot, EmptyMutation, SubscriptionRoot>;
@@ -36,6 +36,7 @@ pub fn build_schema(
     store: Arc<dyn EventStore>,
     settings: Settings,
     freshness: Freshness,
+    monitor: Arc<dyn crate::audit::ProjectionMonitor>,
 ) -> LedgerSchema {
     Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
@@ -51,7 +52,7 @@ pub fn build_schema(
         .data(freshness)
         .data(store)
         .data(settings)
-        .limit_depth(MAX_DEPTH)
+        .data(monitor)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()
 }

@@ -94,6 +94,8 @@ pub struct Ticket {
     pub warranty_claim: Option<WarrantyClaim>,
     pub feedback: Option<Feedback>,
     pub resolution: Option<String>,
+    /// All notes, internal ones included (`noteCount` counts what the reader may see).
+    #[graphql(skip)]
     pub note_count: i32,
     /// Version of the ticket's stream this row reflects.
     pub version: i64,
@@ -148,7 +150,8 @@ pub struct Note {
     pub id: ID,
     pub text: String,
     pub visibility: NoteVisibility,
-    pub author_id: String,
+    /// The user who wrote it; staff only (null for customers, who must not learn staff ids).
+    pub author_id: Option<String>,
     pub added_at: DateTime<Utc>,
 }
 
@@ -330,7 +333,27 @@ impl From<TicketRow> for Ticket {
 
 #[ComplexObject]
 impl Ticket {
+    /// How many notes the reader may see: all for staff, the public ones for customers.
+    #[graphql(complexity = "QUERY_COST")]
+    async fn note_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        if principal(ctx)?.role.is_staff() {
+            return Ok(self.note_count);
+        }
+        let pool = ctx.data::<PgPool>()?;
+        let id = parse_id(&self.id)?;
+        let public = sqlx::query_scalar!(
+            r#"SELECT count(*)::int AS "count!" FROM ticket_notes
+               WHERE ticket_id = $1 AND visibility <> 'internal'"#,
+            id
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(gql)?;
+        Ok(public)
+    }
+
     /// Notes, oldest first. Customers see only public ones.
+    #[graphql(complexity = "list_cost(child_complexity)")]
     async fn notes(&self, ctx: &Context<'_>) -> Result<Vec<Note>> {
         let pool = ctx.data::<PgPool>()?;
         let staff = principal(ctx)?.role.is_staff();
@@ -354,13 +377,14 @@ impl Ticket {
                 } else {
                     NoteVisibility::Public
                 },
-                author_id: r.actor_id,
+                author_id: staff.then_some(r.actor_id),
                 added_at: r.added_at,
             })
             .collect())
     }
 
     /// Spare parts used, in order.
+    #[graphql(complexity = "list_cost(child_complexity)")]
     async fn parts(&self, ctx: &Context<'_>) -> Result<Vec<PartUse>> {
         let pool = ctx.data::<PgPool>()?;
         let id = parse_id(&self.id)?;
@@ -389,6 +413,7 @@ impl Ticket {
     }
 
     /// Payments, in order.
+    #[graphql(complexity = "list_cost(child_complexity)")]
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
         let pool = ctx.data::<PgPool>()?;
         let id = parse_id(&self.id)?;
@@ -442,6 +467,7 @@ impl Ticket {
     }
 
     /// Every event of the ticket's stream, read from the store (not from a read model).
+    #[graphql(complexity = "list_cost(child_complexity)")]
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<HistoryEvent>> {
         staff_only(ctx)?;
         let store = ctx.data::<Arc<dyn EventStore>>()?;
@@ -731,7 +757,13 @@ async fn list(
     ))
 }
 
-/// A page costs its node's complexity once per requested item.
+/// What a field that runs its own SQL query costs beyond its children (a list query, or a
+/// list below each item of a page): aliasing one such field hundreds of times is refused.
+pub(crate) const QUERY_COST: usize = 25;
+/// Items a list without paging (a ticket's notes, parts, payments, history) is charged for.
+pub(crate) const UNPAGED_ITEMS: usize = 10;
+
+/// A page costs its query, and its node's complexity once per requested item.
 pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     let items = first
         .map_or(crate::types::DEFAULT_PAGE, i64::from)
@@ -739,6 +771,14 @@ pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     usize::try_from(items)
         .unwrap_or(1)
         .saturating_mul(child_complexity)
+        .saturating_add(QUERY_COST)
+}
+
+/// An unpaged list below a ticket: its query, and its items as `UNPAGED_ITEMS`.
+pub(crate) fn list_cost(child_complexity: usize) -> usize {
+    child_complexity
+        .saturating_mul(UNPAGED_ITEMS)
+        .saturating_add(QUERY_COST)
 }
 
 const ACTIVE: [TicketStatus; 2] = [TicketStatus::Open, TicketStatus::InProgress];

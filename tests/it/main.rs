@@ -6,6 +6,7 @@ mod e2e;
 mod embedded;
 mod graphql;
 mod harness;
+mod hostile;
 mod migrate;
 mod projections;
 mod read_models;

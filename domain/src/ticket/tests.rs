@@ -130,6 +130,22 @@ fn note() -> TicketCommand {
     }
 }
 
+fn note_with(id: u128) -> TicketCommand {
+    TicketCommand::AddNote {
+        note_id: NoteId::from_uuid(Uuid::from_u128(id)),
+        text: text("Called the customer"),
+        visibility: Visibility::Public,
+    }
+}
+
+fn pay_with(id: u128, n: i64) -> TicketCommand {
+    TicketCommand::RecordPayment {
+        payment_id: PaymentId::from_uuid(Uuid::from_u128(id)),
+        amount: money(n),
+        method: PaymentMethod::Cash,
+    }
+}
+
 fn started() -> Vec<TicketCommand> {
     vec![raise(), assign(1, true), TicketCommand::StartWork]
 }
@@ -284,6 +300,23 @@ fn every_ticket_rule_refuses_with_its_code() {
             closed.clone(),
             assign(2, true),
             "TICKET_CLOSED",
+        ),
+        (
+            "a note id used twice on one ticket",
+            vec![raise(), note_with(11)],
+            note_with(11),
+            "NOTE_ID_TAKEN",
+        ),
+        (
+            "a payment id used twice on one ticket",
+            vec![
+                raise(),
+                quote(100),
+                TicketCommand::ApproveQuote,
+                pay_with(12, 10),
+            ],
+            pay_with(12, 10),
+            "PAYMENT_ID_TAKEN",
         ),
         (
             "approve without a quote",

@@ -1,0 +1,703 @@
+//! What hostile users tried (issue 34): each test fails without its fix.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::e2e::Api;
+use crate::harness::{eventually, fresh_database, LedgerProcess};
+
+async fn ok(api: &Api, name: &str, body: Value) -> Value {
+    let (status, answer) = api.command(name, body).await;
+    assert!(status == 200 || status == 201, "{name}: {status} {answer}");
+    answer
+}
+
+fn data(answer: &Value, field: &str) -> String {
+    answer["events"][0]["data"][field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {answer}"))
+        .to_owned()
+}
+
+/// A server on a fresh database, its admin, and a customer signed in with a ticket of their own.
+struct Shop {
+    ledger: LedgerProcess,
+    url: String,
+    admin: Api,
+    customer_id: String,
+    ana: Api,
+    ticket: String,
+}
+
+async fn shop() -> Shop {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let admin = Api::admin(&ledger.base_url).await;
+    let customer = ok(
+        &admin,
+        "RegisterCustomer",
+        json!({ "name": "Ana", "email": "ana@example.com" }),
+    )
+    .await;
+    let customer_id = data(&customer, "customerId");
+    ok(
+        &admin,
+        "RegisterUser",
+        json!({ "email": "ana.user@example.com", "name": "Ana",
+        "role": "customer", "customerId": customer_id, "password": "Secret-pass-9" }),
+    )
+    .await;
+    let ana = Api::login(&ledger.base_url, "ana.user@example.com", "Secret-pass-9").await;
+    let raised = ok(
+        &ana,
+        "RaiseTicket",
+        json!({ "customerId": customer_id, "category": "repair",
+        "subject": "Broken", "description": "d", "severity": "major", "impact": 2 }),
+    )
+    .await;
+    let ticket = data(&raised, "ticketId");
+    Shop {
+        ledger,
+        url,
+        admin,
+        customer_id,
+        ana,
+        ticket,
+    }
+}
+
+async fn health(api: &Api) -> Value {
+    api.get("/health").await.json().await.expect("health JSON")
+}
+
+/// Waits until every projection has applied the whole log.
+async fn caught_up(api: &Api) -> Value {
+    eventually(Duration::from_secs(30), "projections caught up", || async {
+        let h = health(api).await;
+        let behind = h["projections"].as_array()?.iter().any(|p| p["lag"] != 0);
+        (!behind).then_some(h)
+    })
+    .await
+}
+
+async fn db(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .expect("connect")
+}
+
+fn ledger_command(args: &[&str], url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run ledger")
+}
+
+/// Appends an event to a stream straight into the log, as an older version of the ledger (or
+/// a newer one) could have written it.
+async fn append_raw(pool: &sqlx::PgPool, stream: &str, event_type: &str, schema: i32, data: Value) {
+    sqlx::query(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                             data, command_id, correlation_id, causation_id, actor_id,
+                             actor_role, recorded_at)
+         SELECT (SELECT MAX(position) FROM events) + 1, $1,
+                (SELECT MAX(version) FROM events WHERE stream_id = $1) + 1, gen_random_uuid(),
+                $2, $3, $4::json, gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                'admin-user', 'admin', now()",
+    )
+    .bind(stream)
+    .bind(event_type)
+    .bind(schema)
+    .bind(data.to_string())
+    .execute(pool)
+    .await
+    .expect("raw append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_note_or_payment_id_is_refused_and_the_read_models_keep_following() {
+    let s = shop().await;
+    let note = json!({ "ticketId": s.ticket, "noteId": "0190f1d2-0000-7000-8000-00000000a11c",
+        "text": "Is it ready?", "visibility": "public" });
+    ok(&s.ana, "AddNote", note.clone()).await;
+    let (status, again) = s.ana.command("AddNote", note.clone()).await;
+    assert_eq!(
+        (status, &again["error"]["code"]),
+        (422, &json!("NOTE_ID_TAKEN")),
+        "{again}"
+    );
+
+    ok(
+        &s.admin,
+        "QuoteRepair",
+        json!({ "ticketId": s.ticket, "amount": 5000, "description": "Port" }),
+    )
+    .await;
+    ok(&s.ana, "ApproveQuote", json!({ "ticketId": s.ticket })).await;
+    let payment = json!({ "ticketId": s.ticket, "paymentId": "0190f1d2-0000-7000-8000-0000000000aa",
+        "amount": 1000, "method": "cash" });
+    ok(&s.admin, "RecordPayment", payment.clone()).await;
+    let (status, again) = s.admin.command("RecordPayment", payment).await;
+    assert_eq!(
+        (status, &again["error"]["code"]),
+        (422, &json!("PAYMENT_ID_TAKEN")),
+        "{again}"
+    );
+
+    // The same ids on another ticket are that ticket's own.
+    let other = ok(
+        &s.ana,
+        "RaiseTicket",
+        json!({ "customerId": s.customer_id, "category": "repair",
+        "subject": "Second", "description": "d", "severity": "minor", "impact": 1 }),
+    )
+    .await;
+    let other = data(&other, "ticketId");
+    ok(
+        &s.ana,
+        "AddNote",
+        json!({ "ticketId": other, "noteId": "0190f1d2-0000-7000-8000-00000000a11c",
+        "text": "Same id, other ticket", "visibility": "public" }),
+    )
+    .await;
+    let h = caught_up(&s.admin).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    let answer = s
+        .ana
+        .graphql(
+            "query($id: ID!) { ticket(id: $id) { notes { text } paid } }",
+            json!({ "id": other }),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["ticket"]["notes"][0]["text"], "Same id, other ticket",
+        "{answer}"
+    );
+}
+
+/// A log written before the domain checked child ids may repeat one, within a ticket and
+/// across tickets: it projects and rebuilds as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_repeats_child_ids_projects_and_rebuilds() {
+    let s = shop().await;
+    let pool = db(&s.url).await;
+    let stream = format!("ticket-{}", s.ticket);
+    let note = |text: &str| {
+        json!({ "noteId": "0190f1d2-0000-7000-8000-00000000d001", "text": text,
+        "visibility": "public", "addedAt": "2026-12-01T10:00:00Z" })
+    };
+    append_raw(&pool, &stream, "NoteAdded", 1, note("first")).await;
+    append_raw(&pool, &stream, "NoteAdded", 1, note("second")).await;
+    // The notification of a raw insert is not sent: a command makes the projections look.
+    ok(
+        &s.ana,
+        "AddNote",
+        json!({ "ticketId": s.ticket, "text": "third", "visibility": "public" }),
+    )
+    .await;
+    let h = caught_up(&s.admin).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    let notes = "query($id: ID!) { ticket(id: $id) { notes { text } } }";
+    let answer = s.admin.graphql(notes, json!({ "id": s.ticket })).await;
+    assert_eq!(
+        answer["data"]["ticket"]["notes"],
+        json!([{ "text": "first" }, { "text": "second" }, { "text": "third" }]),
+        "{answer}"
+    );
+    let rebuilt = ledger_command(&["rebuild", "service_desk"], &s.url);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let answer = s.admin.graphql(notes, json!({ "id": s.ticket })).await;
+    assert_eq!(
+        answer["data"]["ticket"]["notes"].as_array().map(Vec::len),
+        Some(3),
+        "{answer}"
+    );
+}
+
+/// An event the projector cannot apply is set aside after a few attempts; the projection goes
+/// on, says it is degraded, and applies the event again when told to once it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_set_aside_shown_and_retried() {
+    let s = shop().await;
+    let pool = db(&s.url).await;
+    // An event of a schema version this projector does not know (written by a newer ledger).
+    append_raw(
+        &pool,
+        &format!("ticket-{}", s.ticket),
+        "NoteAdded",
+        99,
+        json!({ "future": true }),
+    )
+    .await;
+    // A statement that fails on one note, as a bug in the projector would.
+    sqlx::query(
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.text = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TRIGGER refuse_boom BEFORE INSERT ON ticket_notes FOR EACH ROW EXECUTE FUNCTION refuse_boom()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let other = ok(
+        &s.admin,
+        "RaiseTicket",
+        json!({ "customerId": s.customer_id, "category": "repair",
+        "subject": "Other", "description": "d", "severity": "minor", "impact": 1 }),
+    )
+    .await;
+    let other = data(&other, "ticketId");
+    ok(
+        &s.admin,
+        "AddNote",
+        json!({ "ticketId": other, "text": "boom", "visibility": "internal" }),
+    )
+    .await;
+    let after = ok(
+        &s.admin,
+        "AddNote",
+        json!({ "ticketId": other, "text": "after", "visibility": "internal" }),
+    )
+    .await;
+
+    let h = caught_up(&s.admin).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    let desk = h["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "service_desk")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&desk["deadLetters"], &desk["state"]),
+        (&json!(2), &json!("degraded")),
+        "{h}"
+    );
+    // Everything after them was applied.
+    let notes = "query($id: ID!) { ticket(id: $id) { notes { text } } }";
+    let answer = s.admin.graphql(notes, json!({ "id": other })).await;
+    assert_eq!(
+        answer["data"]["ticket"]["notes"],
+        json!([{ "text": "after" }]),
+        "{answer}"
+    );
+    let status = s
+        .admin
+        .graphql("{ projectionStatus { name deadLetters state } }", json!({}))
+        .await;
+    assert!(
+        status["data"]["projectionStatus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "service_desk"
+                && p["deadLetters"] == 2
+                && p["state"] == "DEGRADED"),
+        "{status}"
+    );
+    let listed = ledger_command(&["projections"], &s.url);
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        out.contains("degraded") && out.contains("NoteAdded v99") && out.contains("boom refused"),
+        "{out}"
+    );
+
+    // The note's statement is fixed; the unknown schema version is not.
+    sqlx::query("DROP TRIGGER refuse_boom ON ticket_notes")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let retried = ledger_command(&["projections", "retry", "service_desk"], &s.url);
+    let out = String::from_utf8_lossy(&retried.stdout);
+    assert!(
+        !retried.status.success(),
+        "the v99 event still fails: {out}"
+    );
+    assert!(
+        out.contains("applied") && out.contains("failed again"),
+        "{out}"
+    );
+    let answer = s.admin.graphql(notes, json!({ "id": other })).await;
+    assert_eq!(
+        answer["data"]["ticket"]["notes"],
+        json!([{ "text": "boom" }, { "text": "after" }]),
+        "{answer}"
+    );
+    let h = health(&s.admin).await;
+    let desk = h["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "service_desk")
+        .unwrap()
+        .clone();
+    assert_eq!(desk["deadLetters"], 1, "{h}");
+    // The ticket row kept its newest version (the retried event is older than it).
+    let rows: i64 = sqlx::query_scalar("SELECT version FROM tickets WHERE ticket_id = $1::uuid")
+        .bind(&other)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, after["version"].as_i64().unwrap());
+    // A rebuild leaves the dead letter out too, and succeeds.
+    let rebuilt = ledger_command(&["rebuild", "service_desk"], &s.url);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    drop(s.ledger);
+}
+
+/// An `Idempotency-Key` is its user's: another user's same key is another command, and a key
+/// reused for another body is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_belong_to_their_user_and_their_request() {
+    let s = shop().await;
+    let internal =
+        json!({ "ticketId": s.ticket, "text": "Customer is difficult", "visibility": "internal" });
+    let key = [("idempotency-key", "shared-key-1")];
+    let (status, first) = s.admin.raw("AddNote", internal.to_string(), &key).await;
+    assert_eq!(status, 200, "{first}");
+    // The customer sends the admin's key: their own command runs, nothing of the admin's comes back.
+    let rating = json!({ "ticketId": s.ticket, "text": "Any news?", "visibility": "public" });
+    let (status, theirs) = s.ana.raw("AddNote", rating.to_string(), &key).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert!(!theirs.to_string().contains("difficult"), "{theirs}");
+    assert_ne!(theirs["commandId"], first["commandId"]);
+    assert_eq!(theirs["events"][0]["data"]["text"], "Any news?");
+    // The same request again is answered as before, without a new event.
+    let (status, again) = s.admin.raw("AddNote", internal.to_string(), &key).await;
+    assert_eq!(
+        (status, &again["position"]),
+        (200, &first["position"]),
+        "{again}"
+    );
+    // Key order and spacing do not make another request.
+    let respaced = format!("{{ \"visibility\":\"internal\", \"text\": \"Customer is difficult\", \"ticketId\": \"{}\" }}", s.ticket);
+    let (status, again) = s.admin.raw("AddNote", respaced, &key).await;
+    assert_eq!(
+        (status, &again["position"]),
+        (200, &first["position"]),
+        "{again}"
+    );
+    // The same key with another body, or for another command, is refused and changes nothing.
+    let head = s.admin.head().await;
+    let other = json!({ "ticketId": s.ticket, "text": "Something else", "visibility": "internal" });
+    let (status, refused) = s.admin.raw("AddNote", other.to_string(), &key).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (422, &json!("IDEMPOTENCY_KEY_REUSED")),
+        "{refused}"
+    );
+    let (status, refused) = s
+        .admin
+        .raw(
+            "StartWork",
+            json!({ "ticketId": s.ticket }).to_string(),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (422, &json!("IDEMPOTENCY_KEY_REUSED")),
+        "{refused}"
+    );
+    assert_eq!(s.admin.head().await, head);
+    // A customer's correlation id is theirs: it cannot join another user's correlation.
+    let correlation = [("x-correlation-id", "0190f1d2-0000-7000-8000-0000000c0de1")];
+    let (_, mine) = s
+        .admin
+        .raw(
+            "AddNote",
+            json!({ "ticketId": s.ticket, "text": "a", "visibility": "public" }).to_string(),
+            &correlation,
+        )
+        .await;
+    let (_, yours) = s
+        .ana
+        .raw(
+            "AddNote",
+            json!({ "ticketId": s.ticket, "text": "b", "visibility": "public" }).to_string(),
+            &correlation,
+        )
+        .await;
+    let pool = db(&s.url).await;
+    let correlations: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT correlation_id FROM events WHERE position = ANY($1) ORDER BY position",
+    )
+    .bind(vec![
+        mine["position"].as_i64().unwrap(),
+        yours["position"].as_i64().unwrap(),
+    ])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_ne!(correlations[0], correlations[1]);
+
+    // A customer counts only the notes they may read, and sees no staff user ids.
+    caught_up(&s.admin).await;
+    let query = "query($id: ID!) { ticket(id: $id) { noteCount notes { authorId } } }";
+    let theirs = s.ana.graphql(query, json!({ "id": s.ticket })).await;
+    assert_eq!(theirs["data"]["ticket"]["noteCount"], 3, "{theirs}");
+    assert!(
+        theirs["data"]["ticket"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["authorId"].is_null()),
+        "{theirs}"
+    );
+    let staff = s.admin.graphql(query, json!({ "id": s.ticket })).await;
+    assert_eq!(staff["data"]["ticket"]["noteCount"], 4, "{staff}");
+    assert!(
+        staff["data"]["ticket"]["notes"][0]["authorId"].is_string(),
+        "{staff}"
+    );
+}
+
+/// A command refused on a pinned version claims nothing; a use of parts refused and then
+/// retried with the same key takes the stock once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_leave_nothing_half_done() {
+    let s = shop().await;
+    // A stale pinned version: 409, and the address stays free for anyone.
+    let (status, stale) = s
+        .ana
+        .command(
+            "UpdateCustomer",
+            json!({ "customerId": s.customer_id,
+        "email": "wanted@example.com", "expectedVersion": 7 }),
+        )
+        .await;
+    assert_eq!(status, 409, "{stale}");
+    ok(
+        &s.admin,
+        "RegisterCustomer",
+        json!({ "name": "Bo", "email": "wanted@example.com" }),
+    )
+    .await;
+    let (status, serial) = s
+        .admin
+        .command(
+            "RegisterDevice",
+            json!({ "customerId": s.customer_id,
+        "name": "Phone", "serialNumber": "SN-FREE", "purchaseDate": "2026-01-01",
+        "warrantyMonths": 12, "expectedVersion": 3 }),
+        )
+        .await;
+    assert_eq!(status, 409, "{serial}");
+    ok(
+        &s.admin,
+        "RegisterDevice",
+        json!({ "customerId": s.customer_id, "name": "Phone",
+        "serialNumber": "SN-FREE", "purchaseDate": "2026-01-01", "warrantyMonths": 12 }),
+    )
+    .await;
+
+    let part = ok(
+        &s.admin,
+        "AddPart",
+        json!({ "name": "Port", "unitCost": 700, "initialStock": 5 }),
+    )
+    .await;
+    let part = data(&part, "partId");
+    let tech = ok(
+        &s.admin,
+        "OnboardTechnician",
+        json!({ "name": "Ravi", "email": "ravi@example.com" }),
+    )
+    .await;
+    let tech = data(&tech, "technicianId");
+    ok(
+        &s.admin,
+        "AssignTechnician",
+        json!({ "ticketId": s.ticket, "technicianId": tech }),
+    )
+    .await;
+    ok(
+        &s.admin,
+        "QuoteRepair",
+        json!({ "ticketId": s.ticket, "amount": 5000, "description": "Port" }),
+    )
+    .await;
+    ok(&s.ana, "ApproveQuote", json!({ "ticketId": s.ticket })).await;
+    let started = ok(&s.admin, "StartWork", json!({ "ticketId": s.ticket })).await;
+    let version = started["version"].as_i64().unwrap();
+    // A stale pinned version of the ticket is refused before the stock is touched.
+    let body = json!({ "ticketId": s.ticket, "partId": part, "quantity": 3, "expectedVersion": version - 1 });
+    let (status, refused) = s
+        .admin
+        .raw(
+            "UsePart",
+            body.to_string(),
+            &[("idempotency-key", "use-port-1")],
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    let body =
+        json!({ "ticketId": s.ticket, "partId": part, "quantity": 3, "expectedVersion": version });
+    let (status, used) = s
+        .admin
+        .raw(
+            "UsePart",
+            body.to_string(),
+            &[("idempotency-key", "use-port-2")],
+        )
+        .await;
+    assert_eq!(status, 200, "{used}");
+    let pool = db(&s.url).await;
+    let moves: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM events WHERE stream_id = $1 ORDER BY version")
+            .bind(format!("part-{part}"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(moves, ["PartAdded", "StockUsed"]);
+    caught_up(&s.admin).await;
+    let stock: i64 = sqlx::query_scalar("SELECT stock FROM parts WHERE part_id = $1::uuid")
+        .bind(&part)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let used: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(quantity), 0)::bigint FROM ticket_parts WHERE part_id = $1::uuid",
+    )
+    .bind(&part)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((stock, used), (2, 3));
+}
+
+/// The query graphql-js's `getIntrospectionQuery()` sends (GraphiQL, Apollo, code generators).
+const INTROSPECTION: &str = r#"
+    query IntrospectionQuery {
+      __schema {
+        queryType { name }
+        mutationType { name }
+        subscriptionType { name }
+        types { ...FullType }
+        directives { name description locations args { ...InputValue } }
+      }
+    }
+    fragment FullType on __Type {
+      kind name description
+      fields(includeDeprecated: true) {
+        name description
+        args { ...InputValue }
+        type { ...TypeRef }
+        isDeprecated deprecationReason
+      }
+      inputFields { ...InputValue }
+      interfaces { ...TypeRef }
+      enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+      possibleTypes { ...TypeRef }
+    }
+    fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+    fragment TypeRef on __Type {
+      kind name
+      ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+        ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+    }"#;
+
+/// Every GraphQL request is bounded before it costs memory or CPU, and the standard
+/// introspection query is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_requests_are_bounded_before_they_cost_anything() {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let admin = Api::admin(&ledger.base_url).await;
+    let anonymous = Api::anonymous(&ledger.base_url);
+    let http = reqwest::Client::new();
+    let endpoint = format!("{}/graphql", ledger.base_url);
+
+    // A body over the limit is refused, whatever it holds.
+    let huge = format!(
+        "{{\"query\": \"{{ __typename }}\", \"variables\": {{\"x\": \"{}\"}}}}",
+        "a".repeat(300 * 1024)
+    );
+    let answer = http
+        .post(&endpoint)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_client_error(), "{}", answer.status());
+
+    // Nested fragment spreads: 10^20 fields once expanded, refused at once.
+    let mut bomb = String::from("query { ...F0 }\n");
+    for i in 0..20 {
+        let spreads = vec![format!("...F{}", i + 1); 10].join(" ");
+        bomb.push_str(&format!("fragment F{i} on QueryRoot {{ {spreads} }}\n"));
+    }
+    bomb.push_str("fragment F20 on QueryRoot { __typename }\n");
+    let answer = anonymous.graphql(&bomb, json!({})).await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "QUERY_TOO_LARGE",
+        "{answer}"
+    );
+    assert!(answer.get("data").is_none_or(Value::is_null), "{answer}");
+
+    // Thousands of aliases of a list query.
+    let aliases: String = (0..2_000)
+        .map(|i| format!("a{i}: tickets(first: 1) {{ totalCount }} "))
+        .collect();
+    let answer = admin.graphql(&format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "QUERY_TOO_LARGE",
+        "{answer}"
+    );
+    // Fewer, but each a query of its own: refused by its cost.
+    let aliases: String = (0..300)
+        .map(|i| format!("a{i}: tickets(first: 1) {{ totalCount }} "))
+        .collect();
+    let answer = admin.graphql(&format!("{{ {aliases} }}"), json!({})).await;
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("complex"),
+        "{answer}"
+    );
+
+    // Brackets nested past what the parser is given.
+    let nested = format!(
+        "{{ tickets(filter: {}) {{ totalCount }} }}",
+        "[".repeat(5_000)
+    );
+    let answer = admin.graphql(&nested, json!({})).await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "QUERY_TOO_LARGE",
+        "{answer}"
+    );
+
+    // The standard introspection query is answered in full.
+    let answer = anonymous.graphql(INTROSPECTION, json!({})).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert!(
+        answer["data"]["__schema"]["types"]
+            .as_array()
+            .is_some_and(|t| t.len() > 20),
+        "{answer}"
+    );
+
+    // Still serving.
+    let answer = admin
+        .graphql("{ projectionStatus { name } }", json!({}))
+        .await;
+    assert!(answer["data"]["projectionStatus"].is_array(), "{answer}");
+}
