@@ -214,6 +214,7 @@ async fn run(
             tokens,
             command_api::authenticate,
         ))
+        .layer(axum::middleware::map_response(security_headers))
         .layer(TraceLayer::new_for_http());
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -238,6 +239,19 @@ async fn run(
     shutdown.cancel();
     let _ = runner.await;
     Ok(())
+}
+
+/// Headers on every answer: no MIME sniffing, no framing (clickjacking of GraphiQL, where
+/// users paste tokens), no referrer leaving the site.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{
+        HeaderValue, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    };
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }
 
 /// `projectionStatus` in GraphQL: the projections crate's own status.

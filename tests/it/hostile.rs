@@ -695,6 +695,11 @@ async fn graphql_requests_are_bounded_before_they_cost_anything() {
         "{answer}"
     );
 
+    // HTML answers (GraphiQL, where users paste tokens) cannot be framed or sniffed.
+    let page = anonymous.get("/graphql").await;
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+
     // Still serving.
     let answer = admin
         .graphql("{ projectionStatus { name } }", json!({}))
