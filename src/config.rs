@@ -27,6 +27,9 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// E-mail of the admin account created on the first start.
     pub admin_email: String,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client (sign-in limits
+    /// count per client address); requests from others are counted by their own address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Refuses a token secret anyone could know or guess: shorter than 32 characters, a
@@ -74,6 +77,7 @@ impl Default for AuthConfig {
         Self {
             jwt_secret: None,
             admin_email: "admin@ledger.local".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -162,7 +162,12 @@ async fn run(
 ) -> anyhow::Result<()> {
     let (pool, store) = (db.pool.clone(), db.store.clone());
     let secret = jwt_secret(&config, data_dir)?;
-    let tokens = Arc::new(command_api::TokenService::new(&secret, store.clone()));
+    let tokens = Arc::new(command_api::TokenService::new(
+        &secret,
+        store.clone(),
+        command_api::Throttle::new(pool.clone()),
+        config.auth.trusted_proxies.clone(),
+    ));
     bootstrap(db, &config).await?;
     let shutdown = CancellationToken::new();
     let leases = projections::Leases::default();

@@ -2,9 +2,9 @@
 //! events on the user's stream (so sign-in and sign-out are in the audit trail), and a brake on
 //! repeated failures.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
@@ -19,16 +19,12 @@ use serde::{Deserialize, Serialize};
 use stream_store::{read_full_stream, EventStore, StreamId};
 use uuid::Uuid;
 
+use crate::throttle::{hashing, Throttle};
 use crate::warm::{fold_after, WarmStates};
 use crate::ApiError;
 
 /// How long an access token lives.
 pub const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
-/// Failed sign-ins allowed per account or per address within `FAILURE_WINDOW`.
-const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// How long an account or address stays locked after too many failures.
-const LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -70,24 +66,48 @@ pub struct TokenService {
     store: Arc<dyn EventStore>,
     /// Accounts as last checked: a token check reads only what happened to one since.
     users: WarmStates,
-    failures: Mutex<HashMap<String, Failures>>,
-}
-
-struct Failures {
-    count: u32,
-    since: Instant,
-    locked_until: Option<Instant>,
+    throttle: Throttle,
+    /// Proxies whose `X-Forwarded-For` names the client (others' is ignored).
+    trusted_proxies: Vec<IpAddr>,
 }
 
 impl TokenService {
-    pub fn new(secret: &[u8], store: Arc<dyn EventStore>) -> Self {
+    pub fn new(
+        secret: &[u8],
+        store: Arc<dyn EventStore>,
+        throttle: Throttle,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Self {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             store,
             users: WarmStates::new(),
-            failures: Mutex::new(HashMap::new()),
+            throttle,
+            trusted_proxies,
         }
+    }
+
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+    /// address in `X-Forwarded-For` that is not one of the trusted proxies.
+    pub fn client_address(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> String {
+        let Some(peer) = peer else {
+            return "unknown".into();
+        };
+        if !self.trusted_proxies.contains(&peer) {
+            return peer.to_string();
+        }
+        forwarded_for
+            .into_iter()
+            .flat_map(|v| v.rsplit(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .find(|a| !self.trusted_proxies.contains(a))
+            .unwrap_or(peer)
+            .to_string()
     }
 
     pub fn store(&self) -> &dyn EventStore {
@@ -143,62 +163,6 @@ impl TokenService {
             must_change_password: user.must_change_password,
         })
     }
-
-    /// Refuses when `keys` (the account, the address) failed too often lately.
-    pub fn check_throttle(&self, keys: &[String]) -> Result<(), ApiError> {
-        let now = Instant::now();
-        let failures = self
-            .failures
-            .lock()
-            .map_err(|_| ApiError::Internal("throttle lock".into()))?;
-        for key in keys {
-            if let Some(f) = failures.get(key) {
-                if let Some(until) = f.locked_until.filter(|u| *u > now) {
-                    return Err(ApiError::TooManyAttempts {
-                        retry_after: until.duration_since(now).as_secs().max(1),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn record_failure(&self, keys: &[String]) {
-        let now = Instant::now();
-        if let Ok(mut failures) = self.failures.lock() {
-            // Forget stale entries so the map stays small.
-            failures.retain(|_, f| {
-                now.duration_since(f.since) < FAILURE_WINDOW
-                    || f.locked_until.is_some_and(|u| u > now)
-            });
-            for key in keys {
-                let f = failures.entry(key.clone()).or_insert(Failures {
-                    count: 0,
-                    since: now,
-                    locked_until: None,
-                });
-                if now.duration_since(f.since) >= FAILURE_WINDOW {
-                    *f = Failures {
-                        count: 0,
-                        since: now,
-                        locked_until: None,
-                    };
-                }
-                f.count += 1;
-                if f.count >= MAX_FAILURES {
-                    f.locked_until = Some(now + LOCKOUT);
-                }
-            }
-        }
-    }
-
-    pub fn record_success(&self, keys: &[String]) {
-        if let Ok(mut failures) = self.failures.lock() {
-            for key in keys {
-                failures.remove(key);
-            }
-        }
-    }
 }
 
 pub fn principal_of(user: &UserState) -> Principal {
@@ -242,20 +206,20 @@ pub async fn user_by_email(
 
 /// Hashes a password with argon2id and a random salt (CPU-heavy: runs off the async threads).
 pub async fn hash_password(password: String) -> Result<PasswordHash, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| PasswordHash::new(h.to_string()))
             .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .await?
 }
 
-/// Whether `password` matches `hash` (constant-time inside argon2).
-pub async fn verify_password(password: String, hash: PasswordHash) -> bool {
-    tokio::task::spawn_blocking(move || {
+/// Whether `password` matches `hash` (constant-time inside argon2); 503 when too many checks
+/// wait for their turn.
+pub async fn verify_password(password: String, hash: PasswordHash) -> Result<bool, ApiError> {
+    hashing(move || {
         argon2::password_hash::PasswordHash::new(hash.as_str())
             .map(|parsed| {
                 Argon2::default()
@@ -265,7 +229,6 @@ pub async fn verify_password(password: String, hash: PasswordHash) -> bool {
             .unwrap_or(false)
     })
     .await
-    .unwrap_or(false)
 }
 
 /// A random password that meets the policy, for first accounts and demo data.

@@ -161,6 +161,17 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "code": self.code(), "message": self.to_string(), "details": self.details() }
         });
-        (self.status(), Json(body)).into_response()
+        let retry_after = match &self {
+            Self::TooManyAttempts { retry_after } => Some(*retry_after),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::dto::{self, CommandResponse, EventResponse, MAX_LONG_TEXT, MAX_NAME, MAX_SUBJECT};
 use crate::service::now;
+use crate::throttle::Key;
 use crate::{ApiError, CommandService, MAX_BODY_BYTES};
 
 // Ids the server mints (command ids without an Idempotency-Key, new aggregates' ids) are
@@ -858,13 +859,21 @@ async fn dispatch(
             )?;
             check_password_policy(&b.new_password)?;
             if user_id == principal.user_id {
-                // Your own password: prove you know the current one.
+                // Your own password: prove you know the current one, with guesses slowed as
+                // at sign-in (a stolen token must not become a password oracle).
                 let current = load_user(service.store(), user_id)
                     .await?
                     .ok_or(ApiError::NotFound("user"))?;
+                let key = [Key::password_change(&user_id.to_string())];
+                if let Some(throttle) = service.throttle() {
+                    throttle.reserve(&key).await?;
+                }
                 let given = b.current_password.unwrap_or_default();
-                if !verify_password(given, current.password_hash).await {
+                if !verify_password(given, current.password_hash).await? {
                     return Err(ApiError::InvalidCredentials);
+                }
+                if let Some(throttle) = service.throttle() {
+                    throttle.succeeded(&key, &[]).await?;
                 }
             }
             let command = UserCommand::ChangePassword {

@@ -7,6 +7,7 @@ mod handler;
 mod openapi;
 mod service;
 mod session;
+mod throttle;
 mod warm;
 
 pub use auth::{bootstrap_admin, generate_password, hash_password, Authenticated, TokenService};
@@ -14,6 +15,7 @@ pub use error::ApiError;
 pub use handler::run_command;
 pub use service::CommandService;
 pub use session::authenticate;
+pub use throttle::Throttle;
 
 use std::sync::Arc;
 
@@ -32,7 +34,8 @@ pub fn router(
     policy: PriorityPolicy,
     tokens: Arc<TokenService>,
 ) -> Router {
-    let service = Arc::new(CommandService::new(store, policy));
+    let service =
+        Arc::new(CommandService::new(store, policy).with_throttle(tokens.throttle().clone()));
     let auth = Router::new()
         .route("/auth/login", post(session::login))
         .route("/auth/refresh", post(session::refresh))

@@ -41,6 +41,8 @@ pub struct CommandService {
     store: Arc<dyn EventStore>,
     policy: PriorityPolicy,
     warm: WarmStates,
+    /// Slows password guesses (`ChangePassword`'s current password); none in-process callers.
+    throttle: Option<crate::throttle::Throttle>,
 }
 
 fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
@@ -63,7 +65,18 @@ impl CommandService {
             store,
             policy,
             warm: WarmStates::new(),
+            throttle: None,
         }
+    }
+
+    /// The same service, with password checks slowed through `throttle`.
+    pub fn with_throttle(mut self, throttle: crate::throttle::Throttle) -> Self {
+        self.throttle = Some(throttle);
+        self
+    }
+
+    pub(crate) fn throttle(&self) -> Option<&crate::throttle::Throttle> {
+        self.throttle.as_ref()
     }
 
     pub(crate) fn store(&self) -> &dyn EventStore {

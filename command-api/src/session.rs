@@ -22,6 +22,7 @@ use crate::auth::{
     load_user, principal_of, user_by_email, verify_password, AuthError, Authenticated,
     TokenService, TOKEN_TTL,
 };
+use crate::throttle::Key;
 use crate::ApiError;
 
 /// Reads `Authorization: Bearer …`; a valid token adds `Authenticated` to the request, an
@@ -150,11 +151,12 @@ fn token_response(
     }))
 }
 
-/// `POST /auth/login`: e-mail and password for a token. Repeated failures for one account or
-/// one address lock them for a while (429).
+/// `POST /auth/login`: e-mail and password for a token. Failures slow further attempts
+/// (`throttle.rs`): 429 with `Retry-After` while a delay runs.
 pub async fn login(
     State(tokens): State<Arc<TokenService>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let request: LoginRequest = serde_json::from_slice(&body)
@@ -163,25 +165,26 @@ pub async fn login(
     if request.password.len() > 1024 {
         return Err(ApiError::InvalidCredentials);
     }
-    let mut keys = vec![format!("account:{}", email.as_str())];
-    if let Some(Extension(ConnectInfo(addr))) = peer {
-        keys.push(format!("address:{}", addr.ip()));
-    }
-    tokens.check_throttle(&keys)?;
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let address = tokens.client_address(peer.map(|Extension(ConnectInfo(a))| a.ip()), forwarded);
+    let pair = Key::pair(email.as_str(), &address);
+    let others = [Key::account(email.as_str()), Key::address(&address)];
+    let mut all = others.to_vec();
+    all.push(pair.clone());
+    tokens.throttle().reserve(&all).await?;
     let user = user_by_email(tokens.store(), &email).await?;
     let verified = match &user {
-        Some(u) if u.active => verify_password(request.password, u.password_hash.clone()).await,
+        Some(u) if u.active => verify_password(request.password, u.password_hash.clone()).await?,
         _ => {
             // Spend the same effort as a real check, so timing does not tell accounts apart.
-            let _ = crate::auth::hash_password(request.password).await;
+            let _ = crate::auth::hash_password(request.password).await?;
             false
         }
     };
     let Some(user) = user.filter(|_| verified) else {
-        tokens.record_failure(&keys);
         return Err(ApiError::InvalidCredentials);
     };
-    tokens.record_success(&keys);
+    tokens.throttle().succeeded(&[pair], &others).await?;
     let session = Uuid::new_v4();
     record(
         &tokens,

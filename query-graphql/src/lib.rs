@@ -8,12 +8,14 @@ mod error;
 mod freshness;
 mod history;
 pub mod limits;
+mod live;
 mod parse_cache;
 mod reports;
 mod schema;
 mod subscriptions;
 mod tickets;
 mod types;
+mod websocket;
 
 pub use audit::{
     audit_entries, AuditEntry, AuditFilter, ProjectionMonitor, ProjectionState, ProjectionStatus,
@@ -30,17 +32,20 @@ pub(crate) struct Lookups {
 pub use limits::MAX_DEPTH;
 pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY};
 pub use types::MAX_PAGE;
+pub use websocket::{
+    MAX_CONNECTIONS_PER_USER, MAX_SUBSCRIPTIONS_PER_CONNECTION, MAX_WS_MESSAGE_BYTES,
+};
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql::{Data, ErrorExtensions, ServerError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{State, WebSocketUpgrade};
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{ErrorExtensions, ServerError};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Extension, Router};
 use domain::access::Principal;
@@ -62,8 +67,6 @@ pub const POSITION_HEADER: &str = "x-ledger-position";
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 /// Largest `POST /graphql` body (query and variables).
 pub const MAX_GRAPHQL_BODY_BYTES: usize = 256 * 1024;
-/// Largest WebSocket message (and frame) a subscriber may send.
-pub const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest a query may run.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,6 +81,7 @@ struct GraphqlState {
     freshness: Freshness,
     authenticator: Arc<dyn Authenticator>,
     documents: parse_cache::ParsedDocuments,
+    connections: websocket::Connections,
 }
 
 /// `GET /graphql` serves GraphiQL; `POST /graphql` answers queries; `/graphql/ws` serves
@@ -94,6 +98,7 @@ pub fn router(
         freshness,
         authenticator,
         documents: parse_cache::ParsedDocuments::default(),
+        connections: websocket::Connections::default(),
     };
     Router::new()
         .route(
@@ -102,7 +107,7 @@ pub fn router(
                 tower_http::limit::RequestBodyLimitLayer::new(MAX_GRAPHQL_BODY_BYTES),
             ),
         )
-        .route("/graphql/ws", get(websocket).with_state(state))
+        .route("/graphql/ws", get(websocket::websocket).with_state(state))
         .route(
             "/reports/{file}",
             get(reports::csv_report).with_state((pool, settings)),
@@ -110,42 +115,11 @@ pub fn router(
 }
 
 /// The answer to a document over the limits.
-fn refused(refusal: limits::Refusal) -> async_graphql::Response {
+pub(crate) fn refused(refusal: limits::Refusal) -> async_graphql::Response {
     let error = QueryError::TooLarge(refusal)
         .extend()
         .into_server_error(async_graphql::Pos::default());
     async_graphql::Response::from_errors(vec![error])
-}
-
-/// The schema behind the WebSocket: documents are checked against the limits (and parsed
-/// through the cache) as over HTTP before the schema sees them.
-#[derive(Clone)]
-struct Guarded {
-    schema: LedgerSchema,
-    documents: parse_cache::ParsedDocuments,
-}
-
-impl async_graphql::Executor for Guarded {
-    async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match self.documents.prepare(&mut request) {
-            Ok(()) => self.schema.execute(request).await,
-            Err(refusal) => refused(refusal),
-        }
-    }
-
-    fn execute_stream(
-        &self,
-        mut request: async_graphql::Request,
-        session_data: Option<Arc<Data>>,
-    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
-        use futures::StreamExt;
-        match self.documents.prepare(&mut request) {
-            Ok(()) => self
-                .schema
-                .execute_stream_with_session_data(request, session_data.unwrap_or_default()),
-            Err(refusal) => futures::stream::once(async move { refused(refusal) }).boxed(),
-        }
-    }
 }
 
 fn error_response(message: &str, code: &'static str) -> GraphQLResponse {
@@ -200,48 +174,6 @@ async fn graphql(
             "TIMEOUT",
         ),
     }
-}
-
-/// Subscriptions over WebSocket (graphql-ws, and the older subscriptions-transport-ws). The
-/// token comes in the upgrade request's `Authorization` header or in `connection_init`'s
-/// payload as `{"Authorization": "Bearer …"}`.
-async fn websocket(
-    State(state): State<GraphqlState>,
-    principal: Option<Extension<Principal>>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let GraphqlState {
-        schema,
-        authenticator,
-        documents,
-        ..
-    } = state;
-    let executor = Guarded { schema, documents };
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .max_message_size(MAX_WS_MESSAGE_BYTES)
-        .max_frame_size(MAX_WS_MESSAGE_BYTES)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, executor, protocol)
-                .on_connection_init(move |payload: serde_json::Value| async move {
-                    let mut data = Data::default();
-                    let token = ["Authorization", "authorization"]
-                        .iter()
-                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-                        .map(|v| v.trim_start_matches("Bearer ").trim().to_owned());
-                    match (token, principal) {
-                        (Some(token), _) => match authenticator.authenticate(&token).await {
-                            Some(p) => data.insert(p),
-                            None => return Err("the token is invalid or expired".into()),
-                        },
-                        (None, Some(Extension(p))) => data.insert(p),
-                        (None, None) => {}
-                    }
-                    Ok(data)
-                })
-                .serve()
-        })
 }
 
 async fn graphiql() -> impl IntoResponse {

@@ -38,6 +38,7 @@ pub fn build_schema(
     freshness: Freshness,
     monitor: Arc<dyn crate::audit::ProjectionMonitor>,
 ) -> LedgerSchema {
+    let lookups_for_feed = lookups.clone();
     Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
         .data(crate::Lookups {
@@ -49,6 +50,10 @@ pub fn build_schema(
             pool: lookups,
             tickets: crate::tickets::TicketCache::default(),
         })
+        .data(crate::live::TicketFeed::start(
+            lookups_for_feed,
+            freshness.clone(),
+        ))
         .data(freshness)
         .data(store)
         .data(settings)

@@ -2,13 +2,16 @@
 //! change, once per change.
 
 use async_graphql::{Context, Result, SimpleObject, Subscription, ID};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sqlx::PgPool;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::access::{principal, require_ticket};
 use crate::error::{gql, QueryError};
 use crate::freshness::Freshness;
-use crate::tickets::{load, parse_id, Ticket};
+use crate::live::TicketFeed;
+use crate::tickets::{load, parse_id, with_priority, Ticket};
 use crate::Settings;
 
 /// A work queue after a change: the ids in queue order (highest priority first).
@@ -24,36 +27,53 @@ pub struct SubscriptionRoot;
 
 #[Subscription]
 impl SubscriptionRoot {
-    /// The ticket, each time its read model changes.
+    /// The ticket, each time its read model changes. Only for who may read the ticket (as
+    /// `ticket(id:)`); a reader who loses access (a technician the ticket was taken from) gets
+    /// no further change, and the subscription completes.
     async fn ticket_updated(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<impl Stream<Item = Ticket>> {
+        let reader = principal(ctx)?.clone();
         let id = parse_id(&id)?;
         let pool = ctx.data::<PgPool>()?.clone();
         let settings = ctx.data::<Settings>()?.clone();
-        let changes = ctx.data::<Freshness>()?.changes();
-        let last = load(&pool, &settings, Some(id), None)
-            .await?
-            .map(|t| t.version);
-        Ok(futures::stream::unfold(
-            (changes, last),
-            move |(mut changes, mut last)| {
-                let (pool, settings) = (pool.clone(), settings.clone());
-                async move {
-                    loop {
-                        changes.changed().await.ok()?;
-                        if let Ok(Some(ticket)) = load(&pool, &settings, Some(id), None).await {
-                            if Some(ticket.version) != last {
-                                last = Some(ticket.version);
-                                return Some((ticket, (changes, last)));
-                            }
+        let feed = ctx.data::<TicketFeed>()?.clone();
+        let Some(current) = load(&pool, &settings, Some(id), None).await? else {
+            // Customers and technicians learn nothing of tickets that are not theirs.
+            return Err(if reader.role.is_staff() {
+                gql(QueryError::BadInput("no ticket with this id".into()))
+            } else {
+                gql(QueryError::Forbidden("read this ticket"))
+            });
+        };
+        require_ticket(ctx, current.parties)?;
+        let (changes, sent) = feed.follow(id, current.version);
+        // A change the feed sent before this subscriber joined is read now.
+        let missed = if sent > current.version {
+            load(&pool, &settings, Some(id), None).await?
+        } else {
+            None
+        };
+        let missed = futures::stream::iter(missed);
+        let later = futures::stream::unfold(changes, move |mut changes| {
+            let settings = settings.clone();
+            async move {
+                loop {
+                    match changes.recv().await {
+                        Ok(row) => {
+                            return Some((with_priority((*row).clone(), &settings), changes))
                         }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }
-            },
-        ))
+            }
+        });
+        Ok(missed
+            .chain(later)
+            .take_while(move |t| futures::future::ready(reader.may_read_ticket(t.parties))))
     }
 
     /// A technician's queue (or, without `technicianId`, the unassigned queue), each time a

@@ -176,7 +176,7 @@ pub struct Payment {
 /// One row of the `tickets` read model with the names and the priority computed now.
 #[derive(Clone)]
 pub(crate) struct TicketRow {
-    ticket_id: Uuid,
+    pub(crate) ticket_id: Uuid,
     number: String,
     status: String,
     category: String,
@@ -212,7 +212,7 @@ pub(crate) struct TicketRow {
     rating: Option<i16>,
     feedback_comment: Option<String>,
     resolution: Option<String>,
-    version: i64,
+    pub(crate) version: i64,
     raised_at: DateTime<Utc>,
     assigned_at: Option<DateTime<Utc>>,
     started_at: Option<DateTime<Utc>>,
@@ -1127,7 +1127,7 @@ async fn fetch(
 }
 
 /// Ticket rows by id, in one query.
-async fn rows_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<TicketRow>, sqlx::Error> {
+pub(crate) async fn rows_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<TicketRow>, sqlx::Error> {
     sqlx::query_as!(
         TicketRow,
         r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
@@ -1168,7 +1168,7 @@ impl async_graphql::dataloader::Loader<Uuid> for TicketLoader {
 
 /// The ticket with its priority now: the domain's own priority engine is cheaper than planning
 /// the SQL mirror of it for one row.
-fn with_priority(mut row: TicketRow, settings: &Settings) -> Ticket {
+pub(crate) fn with_priority(mut row: TicketRow, settings: &Settings) -> Ticket {
     current_priority(&mut row, &settings.policy, Utc::now());
     Ticket::from(row)
 }

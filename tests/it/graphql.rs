@@ -87,14 +87,25 @@ async fn a_frontend_always_reads_its_own_writes() {
 }
 
 /// A graphql-ws client, just enough to subscribe.
-struct WsClient {
+pub(crate) struct WsClient {
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
 }
 
 impl WsClient {
-    async fn connect(api: &Api) -> WsClient {
+    pub(crate) async fn connect(api: &Api) -> WsClient {
+        let token = format!("Bearer {}", api.token.as_deref().unwrap_or_default());
+        let mut client = WsClient::open(api, json!({ "Authorization": token })).await;
+        assert_eq!(
+            client.next(Duration::from_secs(5)).await.expect("ack")["type"],
+            "connection_ack"
+        );
+        client
+    }
+
+    /// A socket that has sent `connection_init` with `payload` (the answer is not read).
+    pub(crate) async fn open(api: &Api, payload: Value) -> WsClient {
         let url = format!("{}/graphql/ws", api.base.replace("http://", "ws://"));
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert(
@@ -105,30 +116,37 @@ impl WsClient {
             .await
             .expect("websocket");
         let mut client = WsClient { socket };
-        let token = format!("Bearer {}", api.token.as_deref().unwrap_or_default());
         client
-            .send(json!({ "type": "connection_init", "payload": { "Authorization": token } }))
+            .send(json!({ "type": "connection_init", "payload": payload }))
             .await;
-        assert_eq!(
-            client.next(Duration::from_secs(5)).await.expect("ack")["type"],
-            "connection_ack"
-        );
         client
     }
 
-    async fn send(&mut self, message: Value) {
+    /// Whether the server closes the socket within `limit`.
+    pub(crate) async fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    pub(crate) async fn send(&mut self, message: Value) {
         self.socket
             .send(Message::Text(message.to_string().into()))
             .await
             .unwrap();
     }
 
-    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+    pub(crate) async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } })).await;
     }
 
     /// The next data message, or None when nothing arrives within `limit`.
-    async fn next(&mut self, limit: Duration) -> Option<Value> {
+    pub(crate) async fn next(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let message = tokio::time::timeout_at(deadline, self.socket.next())

@@ -706,3 +706,77 @@ async fn graphql_requests_are_bounded_before_they_cost_anything() {
         .await;
     assert!(answer["data"]["projectionStatus"].is_array(), "{answer}");
 }
+
+/// Guessing passwords is slowed for the guesser (atomically, in every process), not for the
+/// owner, and a 429 says when to come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_abuse_slows_the_attacker_not_the_owner() {
+    let s = shop().await;
+    let second = LedgerProcess::start(&[], &[("DATABASE_URL", &s.url)]);
+    let http = reqwest::Client::new();
+    let attempt = |base: String, email: String, password: &'static str, forwarded: String| {
+        let http = http.clone();
+        async move {
+            let answer = http
+                .post(format!("{base}/auth/login"))
+                .header("x-forwarded-for", forwarded)
+                .json(&json!({ "email": email, "password": password }))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = answer.headers().get("retry-after").is_some();
+            (answer.status().as_u16(), retry_after)
+        }
+    };
+    // Twenty guesses at once at Ana's password, each claiming another client address (from an
+    // untrusted peer the header is ignored), spread over two processes.
+    let guesses = (0..20).map(|i| {
+        let base = if i % 2 == 0 {
+            &s.ledger.base_url
+        } else {
+            &second.base_url
+        };
+        attempt(
+            base.clone(),
+            "ana.user@example.com".into(),
+            "wrong-pass-1",
+            format!("10.9.8.{i}"),
+        )
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers.iter().filter(|(status, _)| *status == 401).count();
+    assert!(checked <= 5, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, retry)| *status == 401 || (*status == 429 && *retry)),
+        "{answers:?}"
+    );
+    // Typos with made-up e-mails from the same address do not lock the admin out.
+    for i in 0..10 {
+        let (status, _) = attempt(
+            s.ledger.base_url.clone(),
+            format!("nobody{i}@example.com"),
+            "typo",
+            String::new(),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    Api::admin(&s.ledger.base_url).await;
+    Api::admin(&second.base_url).await;
+
+    // The current-password check of ChangePassword is slowed the same way.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, _) = s
+            .admin
+            .command(
+                "ChangePassword",
+                json!({ "currentPassword": "not-it", "newPassword": "Another-pass-1" }),
+            )
+            .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+}

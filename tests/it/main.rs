@@ -13,4 +13,5 @@ mod read_models;
 mod restart;
 mod store;
 mod stress;
+mod subscriptions;
 mod workflows;
