@@ -1,20 +1,20 @@
 //! A private PostgreSQL cluster run from the binaries installed on the machine.
 //!
-//! PostgreSQL refuses to run as root. When we are root, the server runs in a user namespace
-//! where our uid maps to an unprivileged one (so it can still reach a data directory under
-//! `/root`); where user namespaces are unavailable it runs as the `postgres` (or `nobody`)
-//! user instead. The server is a child of a thread that waits on it and gets SIGINT (fast
-//! shutdown) if this process dies, so no server outlives its owner.
+//! PostgreSQL refuses to run as root, and must not: started by root, the server runs as an
+//! unprivileged host user (`privilege.rs`). The server is a child of a thread that waits on it
+//! and gets SIGINT (fast shutdown) if this process dies, so no server outlives its owner.
 
-use std::ffi::CString;
+mod privilege;
+
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
+
+use privilege::Privilege;
 
 /// Superuser of the embedded cluster.
 const SUPERUSER: &str = "ledger";
@@ -42,17 +42,6 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError {
     move |source| EmbeddedError::Io { what, source }
 }
 
-/// How the server processes drop root, decided once per start.
-#[derive(Clone, Copy)]
-enum Privilege {
-    /// Not root: run as ourselves.
-    AsIs,
-    /// Root: a user namespace maps our uid to an unprivileged one.
-    UserNamespace,
-    /// Root without user namespaces: switch to this uid/gid.
-    SwitchUser { uid: u32, gid: u32 },
-}
-
 /// A running private cluster. Stopped by [`EmbeddedPostgres::stop`] or on drop.
 pub struct EmbeddedPostgres {
     root: PathBuf,
@@ -69,22 +58,18 @@ impl EmbeddedPostgres {
     /// server settings (`name=value`). Blocks until the server accepts connections.
     pub fn start(root: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedError> {
         let bin = find_binaries()?;
-        let privilege = choose_privilege(&bin)?;
         fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
         let root = root
             .canonicalize()
             .map_err(io_err(format!("resolving {}", root.display())))?;
+        let privilege = Privilege::choose(&bin, &root)?;
         let pgdata = root.join("pg");
         let password_file = root.join("pg-password");
-        if let Privilege::SwitchUser { uid, gid } = privilege {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid))
-                .map_err(io_err("giving the data directory to the server's user"))?;
-        }
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
             .map_err(io_err("restricting the data directory"))?;
 
         if !pgdata.join("PG_VERSION").exists() {
-            init_cluster(&bin, privilege, &pgdata, &password_file)?;
+            init_cluster(&bin, &privilege, &pgdata, &password_file)?;
         }
         let password = fs::read_to_string(&password_file)
             .map_err(io_err(format!("reading {}", password_file.display())))?
@@ -128,7 +113,7 @@ impl EmbeddedPostgres {
             .map_err(io_err("opening postgres.log"))?;
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D")
-            .arg(&pgdata)
+            .arg(privilege.seen(&pgdata))
             .arg("-p")
             .arg(port.to_string())
             .args(["-c", "listen_addresses=127.0.0.1"])
@@ -319,102 +304,6 @@ fn find_binaries() -> Result<PathBuf, EmbeddedError> {
         .ok_or(EmbeddedError::NoBinaries)
 }
 
-fn choose_privilege(bin: &Path) -> Result<Privilege, EmbeddedError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(Privilege::AsIs);
-    }
-    let mut probe = Command::new(bin.join("postgres"));
-    probe
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    prepare(&mut probe, Privilege::UserNamespace, false);
-    if probe.status().is_ok_and(|s| s.success()) {
-        return Ok(Privilege::UserNamespace);
-    }
-    for name in ["postgres", "nobody"] {
-        if let Some((uid, gid)) = lookup_user(name) {
-            tracing::info!(
-                user = name,
-                "user namespaces unavailable; PostgreSQL runs as {name}"
-            );
-            return Ok(Privilege::SwitchUser { uid, gid });
-        }
-    }
-    Err(EmbeddedError::Failed(
-        "running as root, but neither user namespaces nor a 'postgres' or 'nobody' user are \
-         available to run PostgreSQL unprivileged"
-            .into(),
-    ))
-}
-
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: non-null result of getpwnam.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
-}
-
-/// Arranges for `cmd` to run unprivileged, in its own process group, and (when `tie` is set)
-/// to receive SIGINT when the thread that spawns it ends.
-fn prepare(cmd: &mut Command, privilege: Privilege, tie: bool) {
-    cmd.process_group(0);
-    if let Privilege::SwitchUser { uid, gid } = privilege {
-        cmd.uid(uid).gid(gid);
-    }
-    let user_ns = matches!(privilege, Privilege::UserNamespace);
-    // Prepared before fork: the child must not allocate.
-    let uid_map = b"1000 0 1".to_vec();
-    let gid_map = b"1000 0 1".to_vec();
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure only makes async-signal-safe syscalls on memory prepared above.
-    unsafe {
-        cmd.pre_exec(move || {
-            if user_ns {
-                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                write_proc(c"/proc/self/setgroups", b"deny")?;
-                write_proc(c"/proc/self/uid_map", &uid_map)?;
-                write_proc(c"/proc/self/gid_map", &gid_map)?;
-            }
-            if tie {
-                // Set after any credential change, which would clear it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Writes `bytes` to a /proc file with raw syscalls (safe between fork and exec).
-fn write_proc(path: &std::ffi::CStr, bytes: &[u8]) -> io::Result<()> {
-    // SAFETY: path is NUL-terminated; bytes outlives the call.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let written = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-        libc::close(fd);
-        if written < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Spawns `cmd` from a thread that lives exactly as long as the child and reports its exit.
 fn spawn_supervised(
     mut cmd: Command,
@@ -425,7 +314,7 @@ fn spawn_supervised(
     std::thread::Builder::new()
         .name("embedded-postgres".into())
         .spawn(move || {
-            prepare(&mut cmd, privilege, true);
+            privilege.prepare(&mut cmd, true);
             match cmd.spawn() {
                 Ok(mut child) => {
                     let _ = pid_tx.send(Ok(child.id()));
@@ -446,7 +335,7 @@ fn spawn_supervised(
 
 fn init_cluster(
     bin: &Path,
-    privilege: Privilege,
+    privilege: &Privilege,
     pgdata: &Path,
     password_file: &Path,
 ) -> Result<(), EmbeddedError> {
@@ -460,13 +349,10 @@ fn init_cluster(
         .map_err(io_err("writing the cluster password"))?;
     file.write_all(password.as_bytes())
         .map_err(io_err("writing the cluster password"))?;
-    if let Privilege::SwitchUser { uid, gid } = privilege {
-        std::os::unix::fs::chown(password_file, Some(uid), Some(gid))
-            .map_err(io_err("giving the password file to the server's user"))?;
-    }
+    privilege.hand_over(password_file)?;
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.arg("-D")
-        .arg(pgdata)
+        .arg(privilege.seen(pgdata))
         .args([
             "-U",
             SUPERUSER,
@@ -475,9 +361,12 @@ fn init_cluster(
             "--locale=C",
             "--auth=scram-sha-256",
         ])
-        .arg(format!("--pwfile={}", password_file.display()))
+        .arg(format!(
+            "--pwfile={}",
+            privilege.seen(password_file).display()
+        ))
         .stdin(Stdio::null());
-    prepare(&mut cmd, privilege, false);
+    privilege.prepare(&mut cmd, false);
     let out = cmd.output().map_err(io_err("running initdb"))?;
     if !out.status.success() {
         return Err(EmbeddedError::Failed(format!(

@@ -43,6 +43,32 @@ async fn the_embedded_cluster_is_reused_and_never_outlives_ledger() {
     assert_eq!(status, 201);
     let postgres = postmaster_pid(&data_dir).expect("postmaster.pid while serving");
     assert!(alive(postgres));
+    // Never root on the host: not the server's uids, and its superuser reads no root file.
+    let status = std::fs::read_to_string(format!("/proc/{postgres}/status")).unwrap();
+    let uids = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        uids.split_whitespace().skip(1).all(|u| u != "0"),
+        "the postmaster runs as root: {uids}"
+    );
+    let superuser = format!(
+        "postgres://ledger:{}@127.0.0.1:{}/postgres",
+        std::fs::read_to_string(data_dir.join("pg-password"))
+            .unwrap()
+            .trim(),
+        std::fs::read_to_string(data_dir.join("pg-port"))
+            .unwrap()
+            .trim()
+    );
+    let pool = sqlx::PgPool::connect(&superuser).await.unwrap();
+    let secret = sqlx::query_scalar::<_, String>("SELECT pg_read_file('/etc/shadow')")
+        .fetch_one(&pool)
+        .await;
+    assert!(secret.is_err(), "the database superuser read /etc/shadow");
+    pool.close().await;
     let before = api.head().await;
     assert_eq!(
         ledger.stop_with(libc::SIGINT),
