@@ -253,14 +253,35 @@ pub async fn bootstrap_admin(
     use stream_store::{Actor, CommandMetadata, ExpectedVersion, NewEvent, StoreError};
 
     let marker = StreamId::new("ledger-bootstrap")?;
-    if !read_full_stream(service.store(), &marker).await?.is_empty() {
-        return Ok(None);
-    }
+    let claimed = read_full_stream(service.store(), &marker).await?;
+    // A start that claimed the first admin and died before registering it left the claim:
+    // the next start registers that admin (with a new password), else no one could sign in.
+    let unfinished = claimed.first().and_then(|e| {
+        match ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw()) {
+            Ok(Some(ReservationEvent::KeyReserved { owner, .. })) => owner
+                .strip_prefix("user-")
+                .and_then(|id| Uuid::parse_str(id).ok()),
+            _ => None,
+        }
+    });
+    let user_id = match (claimed.is_empty(), unfinished) {
+        (true, _) => None,
+        (false, Some(id)) => {
+            let user = StreamId::for_aggregate(User::STREAM_PREFIX, id);
+            if !read_full_stream(service.store(), &user).await?.is_empty() {
+                return Ok(None);
+            }
+            tracing::warn!("completing a first start that stopped before the admin was registered");
+            Some(id)
+        }
+        (false, None) => return Ok(None),
+    };
     let email = Email::parse("email", email)?;
     let generated = password.is_none();
     let password = password.unwrap_or_else(generate_password);
     domain::access::check_password_policy(&password)?;
-    let user_id = UserId::from_uuid(Uuid::new_v4());
+    let resumed = user_id.is_some();
+    let user_id = UserId::from_uuid(user_id.unwrap_or_else(Uuid::new_v4));
     let command_id = Uuid::new_v4();
     let meta = CommandMetadata {
         command_id,
@@ -287,17 +308,22 @@ pub async fn bootstrap_admin(
         command_id: Uuid::new_v5(&command_id, b"bootstrap"),
         ..meta.clone()
     };
-    match service
-        .store()
-        .append(
-            &marker,
-            ExpectedVersion::NoStream,
-            vec![event],
-            &bootstrap_meta,
-        )
-        .await
-    {
-        Ok(_) => {}
+    let claim = if resumed {
+        Ok(())
+    } else {
+        service
+            .store()
+            .append(
+                &marker,
+                ExpectedVersion::NoStream,
+                vec![event],
+                &bootstrap_meta,
+            )
+            .await
+            .map(|_| ())
+    };
+    match claim {
+        Ok(()) => {}
         // Another process bootstrapped first.
         Err(StoreError::Conflict { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -314,6 +340,12 @@ pub async fn bootstrap_admin(
         password_hash: hash_password(password.clone()).await?,
         must_change_password: generated,
     };
-    service.register_user(register, None, &meta).await?;
-    Ok(Some((email.as_str().to_owned(), password, generated)))
+    match service.register_user(register, None, &meta).await {
+        Ok(_) => Ok(Some((email.as_str().to_owned(), password, generated))),
+        // Another process completing the same unfinished start won.
+        Err(ApiError::Rule(
+            domain::DomainError::UserAlreadyRegistered | domain::DomainError::EmailTaken,
+        )) if resumed => Ok(None),
+        Err(e) => Err(e),
+    }
 }

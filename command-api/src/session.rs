@@ -133,12 +133,16 @@ async fn load_state(tokens: &TokenService, id: domain::UserId) -> Result<User, A
     Ok(user)
 }
 
+/// A token for `session`, issued as of `as_of`: a sign-in's token is dated when its password
+/// check began, so that a password changed while it ran voids it (a token older than the
+/// account's last credential change is refused).
 fn token_response(
     tokens: &TokenService,
     user: &domain::UserState,
     session: Uuid,
+    as_of: chrono::DateTime<Utc>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let access_token = tokens.issue(user, session, Utc::now())?;
+    let access_token = tokens.issue(user, session, as_of)?;
     Ok(Json(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -172,6 +176,7 @@ pub async fn login(
     let mut all = others.to_vec();
     all.push(pair.clone());
     tokens.throttle().reserve(&all).await?;
+    let checked_at = Utc::now();
     let user = user_by_email(tokens.store(), &email).await?;
     let verified = match &user {
         Some(u) if u.active => verify_password(request.password, u.password_hash.clone()).await?,
@@ -194,7 +199,7 @@ pub async fn login(
         },
     )
     .await?;
-    token_response(&tokens, &user, session)
+    token_response(&tokens, &user, session, checked_at)
 }
 
 /// The caller's valid token and the account it belongs to.
@@ -217,7 +222,7 @@ pub async fn refresh(
     headers: HeaderMap,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let (auth, user) = signed_in(&tokens, &headers).await?;
-    token_response(&tokens, &user, auth.session_id)
+    token_response(&tokens, &user, auth.session_id, Utc::now())
 }
 
 /// `POST /auth/logout`: ends the session; its tokens are refused from then on.

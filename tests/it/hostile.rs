@@ -780,3 +780,185 @@ async fn sign_in_abuse_slows_the_attacker_not_the_owner() {
     }
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
 }
+
+/// One `UsePart` request of the random run: its key and body never change between tries.
+struct Use {
+    key: String,
+    body: Value,
+}
+
+/// Sends `u` until it gets an answer that is not a dropped connection or a 5xx (a crash, the
+/// server away): what a client retrying with the same key does.
+async fn until_answered(base: &std::sync::Mutex<String>, token: &str, u: &Use) -> u16 {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let url = format!("{}/commands/UsePart", base.lock().unwrap());
+        let sent = http
+            .post(url)
+            .bearer_auth(token)
+            .header("idempotency-key", &u.key)
+            .json(&u.body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().as_u16() < 500 => return r.status().as_u16(),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("UsePart {} never answered", u.key);
+}
+
+/// Random interleavings of parts used concurrently, stale pinned versions (refusals), keys
+/// repeated with the same body (retries) and with another (refused), and the server killed
+/// mid-flight and restarted: in the end the stock taken from the part is exactly the parts
+/// recorded on the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_moves_always_equal_the_parts_on_tickets() {
+    use rand::{Rng, SeedableRng};
+    let s = shop().await;
+    let part = ok(
+        &s.admin,
+        "AddPart",
+        json!({ "name": "Screw", "unitCost": 10, "initialStock": 1000 }),
+    )
+    .await;
+    let part = data(&part, "partId");
+    let tech = ok(
+        &s.admin,
+        "OnboardTechnician",
+        json!({ "name": "Ravi", "email": "ravi@example.com" }),
+    )
+    .await;
+    let tech = data(&tech, "technicianId");
+    ok(
+        &s.admin,
+        "AssignTechnician",
+        json!({ "ticketId": s.ticket, "technicianId": tech }),
+    )
+    .await;
+    ok(
+        &s.admin,
+        "QuoteRepair",
+        json!({ "ticketId": s.ticket, "amount": 500000, "description": "All" }),
+    )
+    .await;
+    ok(&s.ana, "ApproveQuote", json!({ "ticketId": s.ticket })).await;
+    let started = ok(&s.admin, "StartWork", json!({ "ticketId": s.ticket })).await;
+    let mut version = started["version"].as_i64().unwrap();
+    let token = s.admin.token.clone().unwrap();
+    let base = std::sync::Arc::new(std::sync::Mutex::new(s.ledger.base_url.clone()));
+    let mut ledger = s.ledger;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(34);
+    let mut sent: Vec<Use> = Vec::new();
+    for round in 0..6 {
+        // Five at once: new keys, repeats of earlier requests, earlier keys with other bodies,
+        // pinned versions right or stale.
+        let batch: Vec<Use> = (0..5)
+            .map(|i| match rng.gen_range(0..10) {
+                0..=1 if !sent.is_empty() => {
+                    let earlier = &sent[rng.gen_range(0..sent.len())];
+                    Use { key: earlier.key.clone(), body: earlier.body.clone() }
+                }
+                2 if !sent.is_empty() => {
+                    let earlier = &sent[rng.gen_range(0..sent.len())];
+                    Use { key: earlier.key.clone(), body: json!({ "ticketId": s.ticket, "partId": part, "quantity": 7 }) }
+                }
+                3..=4 => Use {
+                    key: format!("use-{round}-{i}"),
+                    body: json!({ "ticketId": s.ticket, "partId": part, "quantity": rng.gen_range(1..4),
+                                  "expectedVersion": version - rng.gen_range(0..2) }),
+                },
+                _ => Use {
+                    key: format!("use-{round}-{i}"),
+                    body: json!({ "ticketId": s.ticket, "partId": part, "quantity": rng.gen_range(1..4) }),
+                },
+            })
+            .collect();
+        let token = token.clone();
+        let tasks: Vec<_> = batch
+            .into_iter()
+            .map(|u| {
+                let (base, token) = (base.clone(), token.clone());
+                tokio::spawn(async move {
+                    let status = until_answered(&base, &token, &u).await;
+                    (u, status)
+                })
+            })
+            .collect();
+        if round % 2 == 1 {
+            // A crash while the batch is in flight, then a new server on the same database.
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..40))).await;
+            ledger.stop_with(libc::SIGKILL);
+            ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &s.url)]);
+            *base.lock().unwrap() = ledger.base_url.clone();
+        }
+        for task in tasks {
+            let (u, status) = task.await.unwrap();
+            assert!(
+                matches!(status, 200 | 409 | 422),
+                "{} answered {status}",
+                u.key
+            );
+            sent.push(u);
+        }
+        let pool = db(&s.url).await;
+        version =
+            sqlx::query_scalar::<_, i64>("SELECT MAX(version) FROM events WHERE stream_id = $1")
+                .bind(format!("ticket-{}", s.ticket))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+    }
+    let pool = db(&s.url).await;
+    let moved: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(CASE event_type WHEN 'StockUsed' THEN (data->>'quantity')::bigint
+                                             WHEN 'StockReturned' THEN -(data->>'quantity')::bigint
+                                             ELSE 0 END), 0)::bigint
+           FROM events WHERE stream_id = $1",
+    )
+    .bind(format!("part-{part}"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM((data->>'quantity')::bigint), 0)::bigint FROM events
+          WHERE stream_id = $1 AND event_type = 'PartUsed'",
+    )
+    .bind(format!("ticket-{}", s.ticket))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(recorded > 0, "some parts were used");
+    assert_eq!(moved, recorded, "stock taken = parts on the ticket");
+}
+
+/// A first start that claimed the first admin and died before registering it: the next start
+/// registers the admin, instead of leaving a ledger no one can sign in to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_cut_short_is_completed_by_the_next() {
+    let url = fresh_database().await;
+    // Migrations only (no bootstrap outside `serve`).
+    let migrated = ledger_command(&["projections"], &url);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let pool = db(&url).await;
+    sqlx::query(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
+                             data, command_id, correlation_id, causation_id, actor_id,
+                             actor_role, recorded_at)
+         VALUES (1, 'ledger-bootstrap', 1, gen_random_uuid(), 'KeyReserved', 1,
+                 json_build_object('key', 'first-admin', 'owner', 'user-' || gen_random_uuid(),
+                                   'reservedAt', now()),
+                 gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'system', 'system',
+                 now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    Api::admin(&ledger.base_url).await;
+}
