@@ -39,6 +39,7 @@ pub fn build_schema(
     monitor: Arc<dyn crate::audit::ProjectionMonitor>,
 ) -> LedgerSchema {
     let lookups_for_feed = lookups.clone();
+    let queue_pool = pool.clone();
     Schema::build(QueryRoot::default(), EmptyMutation, SubscriptionRoot)
         .data(pool)
         .data(crate::Lookups {
@@ -52,6 +53,11 @@ pub fn build_schema(
         })
         .data(crate::live::TicketFeed::start(
             lookups_for_feed,
+            freshness.clone(),
+        ))
+        .data(crate::live::QueueFeed::start(
+            queue_pool,
+            settings.clone(),
             freshness.clone(),
         ))
         .data(freshness)

@@ -1,27 +1,17 @@
 //! Live updates over WebSocket (graphql-ws): each fires after a projection has applied the
 //! change, once per change.
 
-use async_graphql::{Context, Result, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Result, Subscription, ID};
 use futures::{Stream, StreamExt};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 use crate::access::{principal, require_ticket};
 use crate::error::{gql, QueryError};
-use crate::freshness::Freshness;
-use crate::live::TicketFeed;
+pub use crate::live::QueueChange;
+use crate::live::{queue, QueueFeed, TicketFeed};
 use crate::tickets::{load, parse_id, with_priority, Ticket};
 use crate::Settings;
-
-/// A work queue after a change: the ids in queue order (highest priority first).
-#[derive(SimpleObject, Clone, PartialEq)]
-pub struct QueueChange {
-    /// Null for the unassigned queue.
-    pub technician_id: Option<ID>,
-    pub total_count: i64,
-    pub ticket_ids: Vec<ID>,
-}
 
 pub struct SubscriptionRoot;
 
@@ -87,57 +77,24 @@ impl SubscriptionRoot {
         let technician = technician_id.as_ref().map(parse_id).transpose()?;
         let pool = ctx.data::<PgPool>()?.clone();
         let settings = ctx.data::<Settings>()?.clone();
-        let changes = ctx.data::<Freshness>()?.changes();
-        let last = queue(&pool, &settings, technician).await?;
-        Ok(futures::stream::unfold(
-            (changes, last.1),
-            move |(mut changes, mut last)| {
-                let (pool, settings) = (pool.clone(), settings.clone());
-                async move {
-                    loop {
-                        changes.changed().await.ok()?;
-                        if let Ok((change, signature)) = queue(&pool, &settings, technician).await {
-                            if signature != last {
-                                last = signature;
-                                return Some((change, (changes, last)));
-                            }
-                        }
-                    }
+        let feed = ctx.data::<QueueFeed>()?.clone();
+        let (_, signature) = queue(&pool, &settings, technician).await.map_err(gql)?;
+        let (changes, sent) = feed.follow(technician, &signature);
+        // A change the feed sent before this subscriber joined is read now.
+        let missed = if sent != signature {
+            Some(queue(&pool, &settings, technician).await.map_err(gql)?.0)
+        } else {
+            None
+        };
+        let later = futures::stream::unfold(changes, |mut changes| async move {
+            loop {
+                match changes.recv().await {
+                    Ok(change) => return Some(((*change).clone(), changes)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-            },
-        ))
+            }
+        });
+        Ok(futures::stream::iter(missed).chain(later))
     }
-}
-
-/// The queue now, and a signature that changes whenever any of its tickets does.
-async fn queue(
-    pool: &PgPool,
-    settings: &Settings,
-    technician: Option<Uuid>,
-) -> Result<(QueueChange, String)> {
-    let policy = serde_json::to_value(&settings.policy)
-        .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
-    let rows = sqlx::query!(
-        r#"SELECT ticket_id, version FROM tickets
-           WHERE status IN ('open', 'in_progress')
-             AND (($1::uuid IS NULL AND assignee_id IS NULL) OR assignee_id = $1)
-           ORDER BY priority_score(severity, customer_tier, impact, raised_at, now(), $2) DESC,
-                    raised_position"#,
-        technician,
-        policy
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(gql)?;
-    let signature = rows
-        .iter()
-        .map(|r| format!("{}:{}", r.ticket_id, r.version))
-        .collect::<Vec<_>>()
-        .join(",");
-    let change = QueueChange {
-        technician_id: technician.map(|t| ID(t.to_string())),
-        total_count: rows.len() as i64,
-        ticket_ids: rows.iter().map(|r| ID(r.ticket_id.to_string())).collect(),
-    };
-    Ok((change, signature))
 }
