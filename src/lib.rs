@@ -3,6 +3,7 @@
 pub mod bench;
 mod config;
 mod embedded;
+mod listener;
 mod migrate;
 mod replay;
 mod seed;
@@ -10,6 +11,7 @@ mod serve;
 
 pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
+pub use listener::MAX_CONNECTIONS;
 pub use migrate::{migrate, open_store};
 pub use replay::replay;
 pub use seed::seed_demo;

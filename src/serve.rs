@@ -16,6 +16,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::{Config, EmbeddedPostgres, MIGRATOR};
 
+/// Longest any HTTP request may take before it is answered 503.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Name of the database the embedded cluster serves.
 const EMBEDDED_DATABASE: &str = "ledger";
 
@@ -220,6 +223,12 @@ async fn run(
             command_api::authenticate,
         ))
         .layer(axum::middleware::map_response(security_headers))
+        // Every request answered within this time (GraphQL queries have their own, shorter
+        // limit; a WebSocket's life after its upgrade is not a request's).
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .layer(TraceLayer::new_for_http());
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -231,6 +240,11 @@ async fn run(
     println!("ledger listening on http://{address}");
 
     let stop = shutdown.clone();
+    // `tap_io` only to reach axum's `ConnectInfo<SocketAddr>` for a listener of our own.
+    let listener = axum::serve::ListenerExt::tap_io(
+        crate::listener::Capped::new(listener, crate::listener::MAX_CONNECTIONS),
+        |_| {},
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

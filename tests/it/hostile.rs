@@ -962,3 +962,40 @@ async fn a_first_start_cut_short_is_completed_by_the_next() {
     let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
     Api::admin(&ledger.base_url).await;
 }
+
+/// Idle connections cannot take the server from everyone: past the cap a new connection waits
+/// until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped() {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let address = ledger.base_url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..ledger::MAX_CONNECTIONS {
+        idle.push(
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connect"),
+        );
+    }
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let health = format!("{}/health", ledger.base_url);
+    assert!(
+        impatient.get(&health).send().await.is_err(),
+        "answered past the connection cap"
+    );
+    drop(idle);
+    let answered = eventually(
+        Duration::from_secs(20),
+        "an answer once connections closed",
+        || async {
+            let r = impatient.get(&health).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(answered, ());
+}
