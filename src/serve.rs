@@ -317,9 +317,12 @@ struct TokenAuth(Arc<command_api::TokenService>);
 impl query_graphql::Authenticator for TokenAuth {
     fn authenticate<'a>(
         &'a self,
-        token: &'a str,
+        authorization: &'a str,
     ) -> futures::future::BoxFuture<'a, Option<domain::access::Principal>> {
-        Box::pin(async move { self.0.authenticate(token).await.ok().map(|a| a.principal) })
+        Box::pin(async move {
+            let token = command_api::bearer_token(authorization)?;
+            self.0.authenticate(token).await.ok().map(|a| a.principal)
+        })
     }
 }
 

@@ -14,7 +14,7 @@ pub use auth::{bootstrap_admin, generate_password, hash_password, Authenticated,
 pub use error::ApiError;
 pub use handler::run_command;
 pub use service::CommandService;
-pub use session::authenticate;
+pub use session::{authenticate, bearer_token};
 pub use throttle::Throttle;
 
 use std::sync::Arc;

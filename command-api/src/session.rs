@@ -34,15 +34,12 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     if let Some(value) = request.headers().get(AUTHORIZATION) {
-        let token = value.to_str().ok().and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
+        let token = value.to_str().ok().and_then(bearer_token);
         let Some(token) = token else {
             return ApiError::Unauthenticated("Authorization must be `Bearer <token>`".into())
                 .into_response();
         };
-        match tokens.authenticate(token.trim()).await {
+        match tokens.authenticate(token).await {
             Ok(auth) => {
                 request.extensions_mut().insert(auth.principal.clone());
                 request.extensions_mut().insert(auth);
@@ -67,9 +64,31 @@ pub async fn bearer(
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .ok_or(AuthError::Missing)?;
-    tokens.authenticate(token.trim()).await
+    tokens.authenticate(token).await
+}
+
+/// The token of an `Authorization` value: `Bearer <token>`, the scheme in any case (RFC 7235).
+/// The one reader of that header for every door (commands, GraphQL, WebSockets, CSV).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_tokens_are_read_in_any_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

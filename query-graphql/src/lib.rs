@@ -72,7 +72,8 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks a bearer token for WebSocket connections (whose token arrives in `connection_init`).
 pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Principal>>;
+    /// The principal of an `Authorization` value (`Bearer <token>`), as every door reads it.
+    fn authenticate<'a>(&'a self, authorization: &'a str) -> BoxFuture<'a, Option<Principal>>;
 }
 
 #[derive(Clone)]

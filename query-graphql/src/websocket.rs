@@ -129,13 +129,6 @@ impl async_graphql::Executor for Guarded {
     }
 }
 
-/// The bearer token of an `Authorization` value (`Bearer …`, any case).
-pub(crate) fn bearer(value: &str) -> Option<String> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
-}
-
 /// `GET /graphql/ws`.
 pub(crate) async fn websocket(
     State(state): State<GraphqlState>,
@@ -146,7 +139,7 @@ pub(crate) async fn websocket(
     let header_token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
+        .map(str::to_owned);
     let GraphqlState {
         schema,
         authenticator,
@@ -171,8 +164,7 @@ pub(crate) async fn websocket(
                     let token = ["Authorization", "authorization"]
                         .iter()
                         .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-                        .and_then(|v| bearer(v).or_else(|| Some(v.trim().to_owned())))
-                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
                         .or(header_token);
                     let Some(token) = token else {
                         return Err(QueryError::Unauthenticated.extend());
@@ -224,14 +216,6 @@ async fn session_ends(session: &Mutex<Option<(String, Slot)>>, authenticator: &d
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_tokens_are_read_in_any_case() {
-        assert_eq!(bearer("Bearer abc"), Some("abc".into()));
-        assert_eq!(bearer("bearer  abc "), Some("abc".into()));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearer "), None);
-    }
 
     #[test]
     fn a_user_holds_a_bounded_number_of_connections() {
