@@ -76,9 +76,10 @@ impl Throttle {
     }
 
     /// Reserves one attempt under every key, as a failure, in one transaction (rows locked in
-    /// name order): refused with `TOO_MANY_ATTEMPTS` and the wait when a key is in its delay
-    /// (nothing is counted then), or when this attempt takes a key past its free ones (which
-    /// starts a delay).
+    /// name order): refused with `TOO_MANY_ATTEMPTS` and the wait while a key is in its delay
+    /// (nothing is counted then). An attempt that uses up a key's free failures starts a delay
+    /// for the attempts after it; once a delay has passed, the next attempt is checked again
+    /// (a success then ends it), so no one is ever locked out for good.
     pub async fn reserve(&self, keys: &[Key]) -> Result<(), ApiError> {
         let mut keys = keys.to_vec();
         keys.sort_by(|a, b| a.name.cmp(&b.name));
@@ -111,11 +112,12 @@ impl Throttle {
             // Rolled back: a refused attempt counts under no key.
             return Err(too_many(blocked));
         }
-        let mut wait: f64 = 0.0;
         for (key, before) in keys.iter().zip(counts) {
+            // This attempt is checked; if it turns out a failure that uses up the key's free
+            // ones, the next attempts wait (the delay doubling with each such failure).
             let failures = before + 1;
-            let delay = (failures > key.free).then(|| {
-                2f64.powi((failures - key.free).min(20))
+            let delay = (failures >= key.free).then(|| {
+                2f64.powi((failures - key.free + 1).min(20))
                     .min(MAX_DELAY_SECONDS)
             });
             sqlx::query!(
@@ -131,13 +133,9 @@ impl Throttle {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-            wait = wait.max(delay.unwrap_or(0.0));
         }
         tx.commit().await.map_err(unavailable)?;
         self.forget_idle().await;
-        if wait > 0.0 {
-            return Err(too_many(wait));
-        }
         Ok(())
     }
 

@@ -79,9 +79,11 @@ pub(crate) fn is_poison(e: &ProjectionError) -> bool {
         ProjectionError::Database(sqlx::Error::Database(db)) => {
             let code = db.code();
             let class = code.as_deref().map_or("", |c| c.get(..2).unwrap_or(""));
-            // Connection, rollback (serialization, deadlock), resources, lock not available,
-            // operator intervention (shutdown, cancel), system and internal errors.
-            !matches!(class, "08" | "40" | "53" | "55" | "57" | "58" | "XX" | "")
+            // Data exceptions, integrity constraints, errors raised by a trigger or function:
+            // what the event's data makes a statement do. Anything else (a read-only standby
+            // after a failover, permissions, resources, a shutdown) is the database's state,
+            // retried as long as it lasts.
+            matches!(class, "22" | "23" | "P0")
         }
         ProjectionError::Database(
             sqlx::Error::ColumnDecode { .. }

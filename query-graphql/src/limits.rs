@@ -57,6 +57,12 @@ pub fn check_text(query: &str) -> Result<(), Refusal> {
     let (mut depth, mut deepest) = (0usize, 0usize);
     let mut chars = query.chars();
     while let Some(c) = chars.next() {
+        // A block string (`"""…"""`, where a lone `"` is text) ends only at `"""`.
+        if c == '"' && chars.as_str().starts_with("\"\"") {
+            chars.nth(1);
+            skip_block_string(&mut chars);
+            continue;
+        }
         match c {
             '{' | '[' | '(' => {
                 depth += 1;
@@ -88,6 +94,24 @@ pub fn check_text(query: &str) -> Result<(), Refusal> {
         return Err(Refusal::TooNested);
     }
     Ok(())
+}
+
+/// Moves `chars` past the `"""` that closes a block string (`\"""` does not close it).
+fn skip_block_string(chars: &mut std::str::Chars<'_>) {
+    loop {
+        let rest = chars.as_str();
+        if rest.is_empty() {
+            return;
+        }
+        if rest.starts_with("\\\"\"\"") {
+            chars.nth(3);
+        } else if rest.starts_with("\"\"\"") {
+            chars.nth(2);
+            return;
+        } else {
+            chars.next();
+        }
+    }
 }
 
 /// What a selection set costs: fields once expanded, and depth (introspection not counted).
@@ -229,6 +253,14 @@ mod tests {
             "{".repeat(100)
         );
         assert_eq!(check_text(&quoted), Ok(()));
+        // A lone quote inside a block string does not hide the brackets after it.
+        let block = format!(
+            "{{ a(s: \"\"\" \" \\\"\"\" \"\"\", t: {}) }}",
+            "[".repeat(100)
+        );
+        assert_eq!(check_text(&block), Err(Refusal::TooNested));
+        let closed = "{ a(s: \"\"\" [[[[ \"\"\") }";
+        assert_eq!(check_text(closed), Ok(()));
         assert_eq!(
             check_text(&"x".repeat(MAX_QUERY_BYTES + 1)),
             Err(Refusal::TooLong)

@@ -12,6 +12,7 @@ pub use crate::live::QueueChange;
 use crate::live::{queue, QueueFeed, TicketFeed};
 use crate::tickets::{load, parse_id, with_priority, Ticket};
 use crate::Settings;
+use domain::access::Role;
 
 pub struct SubscriptionRoot;
 
@@ -32,7 +33,7 @@ impl SubscriptionRoot {
         let feed = ctx.data::<TicketFeed>()?.clone();
         let Some(current) = load(&pool, &settings, Some(id), None).await? else {
             // Customers and technicians learn nothing of tickets that are not theirs.
-            return Err(if reader.role.is_staff() {
+            return Err(if matches!(reader.role, Role::Admin | Role::Auditor) {
                 gql(QueryError::BadInput("no ticket with this id".into()))
             } else {
                 gql(QueryError::Forbidden("read this ticket"))
