@@ -128,7 +128,7 @@ impl CommandService {
             // Refused after all (the customer changed meanwhile): the new address is not
             // theirs to keep.
             (Err(e), Some(new), _) if e.is_refusal() => {
-                self.release_key(
+                self.release_own_claim(
                     &Self::email_key("customer", &new)?,
                     new.as_str(),
                     &stream,
@@ -219,7 +219,7 @@ impl CommandService {
             .execute::<Device>(&stream, expected, meta, || cmd.clone())
             .await;
         if outcome.as_ref().is_err_and(ApiError::is_refusal) {
-            self.release_key(&key, serial, &stream, meta).await?;
+            self.release_own_claim(&key, serial, &stream, meta).await?;
         }
         outcome
     }
@@ -737,7 +737,7 @@ impl CommandService {
             .execute::<A>(stream, expected, meta, || command.clone())
             .await;
         if outcome.as_ref().is_err_and(ApiError::is_refusal) {
-            self.release_key(&Self::email_key(kind, email)?, email.as_str(), stream, meta)
+            self.release_own_claim(&Self::email_key(kind, email)?, email.as_str(), stream, meta)
                 .await?;
         }
         outcome
@@ -895,10 +895,43 @@ impl CommandService {
         owner: &StreamId,
         meta: &CommandMetadata,
     ) -> Result<(), ApiError> {
+        self.release(key_stream, key_value, owner, meta, false)
+            .await
+    }
+
+    /// Gives `key` up after this command was refused, only if this command's own claim holds
+    /// it: a key its owner held already (an earlier command that succeeded) stays held.
+    async fn release_own_claim(
+        &self,
+        key_stream: &StreamId,
+        key_value: &str,
+        owner: &StreamId,
+        meta: &CommandMetadata,
+    ) -> Result<(), ApiError> {
+        self.release(key_stream, key_value, owner, meta, true).await
+    }
+
+    async fn release(
+        &self,
+        key_stream: &StreamId,
+        key_value: &str,
+        owner: &StreamId,
+        meta: &CommandMetadata,
+        own_claim_only: bool,
+    ) -> Result<(), ApiError> {
         let key = key_stream.clone();
-        let (holder, version) = self.key_holder(&key).await?;
+        let (holder, version, claimed_by) = self.key_holder(&key).await?;
         if holder.as_deref() != Some(owner.as_str()) {
             return Ok(());
+        }
+        if own_claim_only {
+            let before = version - 1;
+            let own = Self::claim(key_stream, key_value, owner, meta, before)
+                .meta
+                .command_id;
+            if claimed_by != Some(own) {
+                return Ok(());
+            }
         }
         let event = ReservationEvent::KeyReleased {
             key: key_value.to_owned(),
@@ -918,8 +951,11 @@ impl CommandService {
         }
     }
 
-    /// Who holds a key now, and the version of its stream.
-    async fn key_holder(&self, key: &StreamId) -> Result<(Option<String>, i64), ApiError> {
+    /// Who holds a key now, the version of its stream, and the command id of its last event.
+    async fn key_holder(
+        &self,
+        key: &StreamId,
+    ) -> Result<(Option<String>, i64, Option<Uuid>), ApiError> {
         let events = read_full_stream(&*self.store, key).await?;
         let version = events.last().map_or(0, |e| e.version);
         let holder = events.last().and_then(|e| {
@@ -928,7 +964,7 @@ impl CommandService {
                 .flatten()
                 .and_then(|r| r.holder().map(str::to_owned))
         });
-        Ok((holder, version))
+        Ok((holder, version, events.last().map(|e| e.command_id)))
     }
 
     /// Claims `key` for `owner` by appending to the key's own stream at the version read.
@@ -1000,7 +1036,7 @@ impl CommandService {
         meta: &CommandMetadata,
     ) -> Result<bool, ApiError> {
         for _ in 0..MAX_ATTEMPTS {
-            let (holder, version) = self.key_holder(key_stream).await?;
+            let (holder, version, _) = self.key_holder(key_stream).await?;
             match holder {
                 Some(h) => return Ok(h == owner.as_str()),
                 None => {

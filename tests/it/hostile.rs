@@ -999,3 +999,31 @@ async fn connections_are_capped() {
     .await;
     assert_eq!(answered, ());
 }
+
+/// Two registrations of one device racing: the refused one gives back no serial that the
+/// registered device holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_duplicate_keeps_the_winners_serial() {
+    let s = shop().await;
+    for i in 0..8 {
+        let body = json!({ "deviceId": uuid::Uuid::now_v7(), "customerId": s.customer_id,
+            "name": "Phone", "serialNumber": format!("SN-RACE-{i}"), "purchaseDate": "2026-01-01",
+            "warrantyMonths": 12 });
+        let (a, b) = tokio::join!(
+            s.admin.command("RegisterDevice", body.clone()),
+            s.admin.command("RegisterDevice", body.clone())
+        );
+        assert!(
+            matches!((a.0, b.0), (201, 422) | (422, 201) | (201, 201)),
+            "{a:?} {b:?}"
+        );
+        let other = json!({ "customerId": s.customer_id, "name": "Other",
+            "serialNumber": format!("SN-RACE-{i}"), "purchaseDate": "2026-01-01", "warrantyMonths": 12 });
+        let (status, taken) = s.admin.command("RegisterDevice", other).await;
+        assert_eq!(
+            (status, &taken["error"]["code"]),
+            (422, &json!("SERIAL_TAKEN")),
+            "{taken}"
+        );
+    }
+}
