@@ -127,7 +127,7 @@ impl CommandService {
         match (&outcome, new_email, old_email) {
             // Refused after all (the customer changed meanwhile): the new address is not
             // theirs to keep.
-            (Err(e), Some(new), _) if e.is_refusal() => {
+            (Err(e), Some(new), _) if e.is_refusal() && !self.uses_email(&stream, &new).await? => {
                 self.release_own_claim(
                     &Self::email_key("customer", &new)?,
                     new.as_str(),
@@ -218,7 +218,9 @@ impl CommandService {
         let outcome = self
             .execute::<Device>(&stream, expected, meta, || cmd.clone())
             .await;
-        if outcome.as_ref().is_err_and(ApiError::is_refusal) {
+        if outcome.as_ref().is_err_and(ApiError::is_refusal)
+            && !self.exists::<Device>(&stream).await?
+        {
             self.release_own_claim(&key, serial, &stream, meta).await?;
         }
         outcome
@@ -736,7 +738,7 @@ impl CommandService {
         let outcome = self
             .execute::<A>(stream, expected, meta, || command.clone())
             .await;
-        if outcome.as_ref().is_err_and(ApiError::is_refusal) {
+        if outcome.as_ref().is_err_and(ApiError::is_refusal) && !self.exists::<A>(stream).await? {
             self.release_own_claim(&Self::email_key(kind, email)?, email.as_str(), stream, meta)
                 .await?;
         }
@@ -865,6 +867,25 @@ impl CommandService {
         stream: &StreamId,
     ) -> Result<(A, i64), ApiError> {
         self.warm.load::<A>(&*self.store, stream).await
+    }
+
+    /// Whether `stream` exists on the log: a registration refused because another command
+    /// registered the same aggregate meanwhile leaves that aggregate's keys held.
+    async fn exists<A: Aggregate + Send + Sync + 'static>(
+        &self,
+        stream: &StreamId,
+    ) -> Result<bool, ApiError> {
+        Ok(self.warm.load_from_log::<A>(&*self.store, stream).await?.1 > 0)
+    }
+
+    /// Whether the customer's e-mail, as the log has it, is `email` (a concurrent identical
+    /// update won: the address is theirs).
+    async fn uses_email(&self, stream: &StreamId, email: &Email) -> Result<bool, ApiError> {
+        let (customer, _) = self
+            .warm
+            .load_from_log::<Customer>(&*self.store, stream)
+            .await?;
+        Ok(customer.state().is_some_and(|c| c.email == *email))
     }
 
     fn email_key(kind: &str, email: &Email) -> Result<StreamId, ApiError> {
