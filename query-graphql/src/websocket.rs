@@ -97,9 +97,16 @@ fn error(message: &str, code: &'static str) -> async_graphql::Response {
 
 impl async_graphql::Executor for Guarded {
     async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        match self.documents.prepare(&mut request) {
-            Ok(()) => self.schema.execute(request).await,
-            Err(refusal) => refused(refusal),
+        if let Err(refusal) = self.documents.prepare(&mut request) {
+            return refused(refusal);
+        }
+        // The same bound as over HTTP.
+        match tokio::time::timeout(crate::QUERY_TIMEOUT, self.schema.execute(request)).await {
+            Ok(response) => response,
+            Err(_) => error(
+                &format!("the query ran longer than {:?}", crate::QUERY_TIMEOUT),
+                "TIMEOUT",
+            ),
         }
     }
 
