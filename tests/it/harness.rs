@@ -219,3 +219,13 @@ impl Drop for LedgerProcess {
         }
     }
 }
+
+/// Runs `ledger ARGS` against the database at `url` and waits for it.
+pub fn ledger_command(args: &[&str], url: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run ledger")
+}

@@ -2,7 +2,6 @@
 //! rebuilds, a projector killed mid-stream, and a takeover between two processes.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as Days, Utc};
@@ -14,7 +13,7 @@ use sqlx::PgPool;
 use stream_store::{read_full_stream, EventStore, PgEventStore, StreamId};
 
 use crate::e2e::Api;
-use crate::harness::{eventually, fresh_database, test_db, LedgerProcess};
+use crate::harness::{eventually, fresh_database, ledger_command, test_db, LedgerProcess};
 
 const READ_MODEL_TABLES: &[&str] = &[
     "customers",
@@ -63,15 +62,6 @@ async fn caught_up(api: &Api) {
         },
     )
     .await;
-}
-
-fn ledger_command(args: &[&str], url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ledger"))
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run ledger")
 }
 
 fn date(days: i64) -> String {
