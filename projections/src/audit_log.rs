@@ -76,14 +76,17 @@ impl Projector for AuditLog {
         tx: &mut PgConnection,
         after: i64,
         up_to: i64,
+        skip: &[i64],
     ) -> Result<bool, ProjectionError> {
         sqlx::query!(
             "INSERT INTO audit_log (position, stream_id, event_type, actor_id, correlation_id,
                                     recorded_at)
              SELECT position, stream_id, event_type, actor_id, correlation_id, recorded_at
-             FROM public.events WHERE position > $1 AND position <= $2",
+             FROM public.events
+             WHERE position > $1 AND position <= $2 AND position <> ALL($3)",
             after,
-            up_to
+            up_to,
+            skip
         )
         .execute(tx)
         .await?;

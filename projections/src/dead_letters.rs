@@ -247,6 +247,14 @@ pub async fn retry(
             continue;
         };
         let mut tx = conn.begin().await?;
+        // Under the checkpoint's lock, as a batch: a rebuild's swap either sees this letter
+        // open (and leaves it out) or resolved (and applies it to the tables it puts in place).
+        sqlx::query_scalar!(
+            "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE",
+            projector.name()
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         // One retry at a time applies a dead letter: another one waits here, then skips it.
         let open = sqlx::query_scalar!(
             r#"SELECT true AS "open!" FROM public.projection_dead_letters
@@ -264,7 +272,7 @@ pub async fn retry(
             projector,
             log,
             letter.position - 1,
-            std::slice::from_ref(&event),
+            (std::slice::from_ref(&event), &HashSet::new()),
         )
         .await;
         match applied {

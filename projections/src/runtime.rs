@@ -132,6 +132,7 @@ pub trait Projector: Send + Sync + 'static {
     /// of this very database. Must write the rows `apply` writes for those events, except
     /// that it may leave to readers what they can read from the log's table itself (the
     /// audit log leaves the payloads).
+    /// The positions in `skip` (dead letters) are left out.
     /// Returns `false` (having done nothing) when the projector has no such path. A rebuild
     /// copies disjoint ranges at the same time, each in its own transaction and in any order,
     /// so the rows of one position must not depend on the rows of another.
@@ -140,6 +141,7 @@ pub trait Projector: Send + Sync + 'static {
         _tx: &mut PgConnection,
         _after: i64,
         _up_to: i64,
+        _skip: &[i64],
     ) -> Result<bool, ProjectionError> {
         Ok(false)
     }
@@ -203,22 +205,37 @@ async fn log_is_local(store: &dyn EventStore, pool: &PgPool) -> Result<bool, Pro
     Ok(here.is_some() && identity(log).await? == here)
 }
 
-/// Applies `events`, the ones right after `after`, in SQL from the log's table when it is local and
-/// the projector can, else through the projector's Rust code.
+/// Applies `events`, the ones right after `after`, but for those at the positions in `skip`
+/// (dead letters), in SQL from the log's table when it is local and the projector can, else
+/// through the projector's Rust code.
 pub(crate) async fn apply_events(
     tx: &mut PgConnection,
     projector: &dyn Projector,
     log: Log<'_>,
     after: i64,
-    events: &[RecordedEvent],
+    (events, skip): (&[RecordedEvent], &HashSet<i64>),
 ) -> Result<(), ProjectionError> {
     let Some(last) = events.last() else {
         return Ok(());
     };
-    if log.local && projector.apply_from_log(tx, after, last.position).await? {
+    if log.local {
+        let skip: Vec<i64> = skip
+            .iter()
+            .copied()
+            .filter(|p| (after + 1..=last.position).contains(p))
+            .collect();
+        if projector
+            .apply_from_log(tx, after, last.position, &skip)
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    let kept = without(events, skip);
+    if kept.is_empty() {
         return Ok(());
     }
-    projector.apply(tx, events, log.store).await
+    projector.apply(tx, &kept, log.store).await
 }
 
 /// The store a projection follows, and whether it is the `events` table of the read models'
@@ -328,7 +345,7 @@ async fn apply_batch(
         .await?;
         return Ok(BatchOutcome::Moved(current));
     }
-    apply_events(&mut tx, projector, log, from, events).await?;
+    apply_events(&mut tx, projector, log, from, (events, &HashSet::new())).await?;
     tx.commit().await?;
     announce(conn, projector.name(), last.position).await;
     Ok(BatchOutcome::Applied(last.position))
@@ -690,12 +707,16 @@ pub async fn rebuild(
     load_checkpoint(pool, name).await?;
     let log = Log::of(&**store, pool).await?;
 
+    // The events the live projection set aside are left out here too, so that the rebuilt
+    // tables are the live ones (`ledger projections retry` applies them once fixed; one
+    // resolved while this rebuild runs is applied by the swap).
+    let skip = open_positions(pool, name).await?;
     let head = store.head().await?;
     let mut position = 0;
     // A projector that reads the log in SQL needs no event shipped through this process: the
     // first range tells whether it can, the others are copied two at a time (one backend's
     // copy keeps one core busy).
-    if log.local && head > 0 && copy_from_log(pool, projector, &shadow, (0, head)).await? {
+    if log.local && head > 0 && copy_from_log(pool, projector, (&shadow, &skip), (0, head)).await? {
         let done = AtomicI64::new(head.min(REBUILD_SQL_BATCH));
         progress(done.load(Ordering::Relaxed), head);
         let ranges = (1..)
@@ -705,9 +726,9 @@ pub async fn rebuild(
         futures::stream::iter(ranges)
             .map(|range| {
                 let done = &done;
-                let shadow = &shadow;
+                let (shadow, skip) = (&shadow, &skip);
                 async move {
-                    copy_from_log(pool, projector, shadow, range).await?;
+                    copy_from_log(pool, projector, (shadow, skip), range).await?;
                     let copied = range.1 - range.0;
                     progress(done.fetch_add(copied, Ordering::Relaxed) + copied, head);
                     Ok::<_, ProjectionError>(())
@@ -718,9 +739,6 @@ pub async fn rebuild(
             .await?;
         position = head;
     }
-    // The events the live projection set aside are left out here too, so that the rebuilt
-    // tables are the live ones (`ledger projections retry` applies them once fixed).
-    let skip = open_positions(pool, name).await?;
     let mut events = if position < head {
         store.read_all(position, REBUILD_BATCH).await?
     } else {
@@ -757,9 +775,9 @@ pub async fn rebuild(
                 Ok(())
             }
             (Ok(()), Ok(None)) => {
-                let kept = without(&events, &skip);
                 let applied =
-                    apply_to_shadow(pool, projector, (&shadow, log), position, &kept).await;
+                    apply_to_shadow(pool, projector, (&shadow, log), position, (&events, &skip))
+                        .await;
                 applied.map(|()| progress(last, head.max(last)))
             }
         };
@@ -839,14 +857,13 @@ pub async fn rebuild(
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
-        let kept = without(&events, &skip);
-        apply_to_shadow(pool, projector, (&shadow, log), position, &kept).await?;
+        apply_to_shadow(pool, projector, (&shadow, log), position, (&events, &skip)).await?;
         position = last;
     }
 
     let mut attempt = 1;
     let position = loop {
-        match swap(&**store, pool, projector, (&shadow, log), position).await {
+        match swap(&**store, pool, projector, (&shadow, log, &skip), position).await {
             Err(ProjectionError::Database(e)) if is_lock_timeout(&e) => {
                 if attempt == SWAP_ATTEMPTS {
                     let holders = lock_holders(pool, projector.tables()).await;
@@ -1035,12 +1052,20 @@ async fn create_shadow(
 async fn copy_from_log(
     pool: &PgPool,
     projector: &dyn Projector,
-    shadow: &str,
+    (shadow, skip): (&str, &HashSet<i64>),
     (after, up_to): (i64, i64),
 ) -> Result<bool, ProjectionError> {
     let up_to = up_to.min(after + REBUILD_SQL_BATCH);
+    let skip: Vec<i64> = skip
+        .iter()
+        .copied()
+        .filter(|p| (after + 1..=up_to).contains(p))
+        .collect();
     let mut tx = begin_in(pool, shadow).await?;
-    if !projector.apply_from_log(&mut tx, after, up_to).await? {
+    if !projector
+        .apply_from_log(&mut tx, after, up_to, &skip)
+        .await?
+    {
         return Ok(false);
     }
     tx.commit().await?;
@@ -1053,7 +1078,7 @@ async fn apply_to_shadow(
     projector: &dyn Projector,
     (shadow, log): (&str, Log<'_>),
     after: i64,
-    events: &[RecordedEvent],
+    events: (&[RecordedEvent], &HashSet<i64>),
 ) -> Result<(), ProjectionError> {
     let mut tx = begin_in(pool, shadow).await?;
     apply_events(&mut tx, projector, log, after, events).await?;
@@ -1096,7 +1121,7 @@ async fn swap(
     store: &dyn EventStore,
     pool: &PgPool,
     projector: &dyn Projector,
-    (shadow, log): (&str, Log<'_>),
+    (shadow, log, skipped): (&str, Log<'_>, &HashSet<i64>),
     mut position: i64,
 ) -> Result<i64, ProjectionError> {
     let name = projector.name();
@@ -1113,14 +1138,24 @@ async fn swap(
     sqlx::query(&format!("SET LOCAL search_path TO {shadow}"))
         .execute(&mut *tx)
         .await?;
+    // The dead letters `ledger projections retry` applied to the live tables since the
+    // rebuild began (a retry holds the checkpoint's lock while it applies one, so none is
+    // half done now), in log order as the rebuild would have.
+    let skip = open_positions(pool, name).await?;
+    let mut resolved: Vec<i64> = skipped.difference(&skip).copied().collect();
+    resolved.sort_unstable();
+    for p in resolved.into_iter().filter(|p| *p <= position) {
+        let events = store.read_all(p - 1, 1).await?;
+        let event: Vec<RecordedEvent> = events.into_iter().filter(|e| e.position == p).collect();
+        apply_events(&mut tx, projector, log, p - 1, (&event, &HashSet::new())).await?;
+    }
     // Whatever was appended meanwhile, up to the head as seen under the lock, but for what
     // the live projection set aside (as of now, under the checkpoint's lock).
-    let skip = open_positions(pool, name).await?;
     loop {
         let events = store.read_all(position, REBUILD_BATCH).await?;
         let Some(last) = events.last() else { break };
         let last = last.position;
-        apply_events(&mut tx, projector, log, position, &without(&events, &skip)).await?;
+        apply_events(&mut tx, projector, log, position, (&events, &skip)).await?;
         position = last;
     }
     sqlx::query("SET LOCAL search_path TO public")

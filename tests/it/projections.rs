@@ -152,7 +152,10 @@ async fn the_audit_log_copied_in_sql_reads_as_its_rust_code_writes() {
             .await
             .unwrap();
         if in_sql {
-            assert!(AuditLog.apply_from_log(&mut tx, 0, head).await.unwrap());
+            assert!(AuditLog
+                .apply_from_log(&mut tx, 0, head, &[])
+                .await
+                .unwrap());
         } else {
             AuditLog.apply(&mut tx, &logged, &*db.store).await.unwrap();
         }
@@ -234,8 +237,9 @@ impl Projector for SqlOnly {
         tx: &mut sqlx::PgConnection,
         after: i64,
         up_to: i64,
+        skip: &[i64],
     ) -> Result<bool, projections::ProjectionError> {
-        AuditLog.apply_from_log(tx, after, up_to).await
+        AuditLog.apply_from_log(tx, after, up_to, skip).await
     }
 }
 
@@ -401,4 +405,73 @@ async fn a_ticket_moved_by_another_runner_is_folded_from_its_stream_not_remember
             true
         )
     );
+}
+
+/// Sets the event at `position` aside as the audit log's dead letter, as the runner does with
+/// an event it cannot apply (its row is not in the live table).
+async fn set_aside(pool: &sqlx::PgPool, position: i64) {
+    sqlx::query("DELETE FROM audit_log WHERE position = $1")
+        .bind(position)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (projection, position, event_id, stream_id,
+                event_type, schema_version, error, attempts, first_seen, last_seen)
+         SELECT 'audit_log', position, event_id, stream_id, event_type, schema_version,
+                'refused', 5, now(), now()
+           FROM events WHERE position = $1",
+    )
+    .bind(position)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A rebuild that copies the log in SQL leaves the dead letters out, as the Rust path does:
+/// the rebuilt tables are the live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_copied_in_sql_leaves_dead_letters_out() {
+    let db = test_db().await;
+    db.store
+        .append(&stream("dead"), ExpectedVersion::Any, events(7), &meta())
+        .await
+        .unwrap();
+    assert_eq!(catch_up(&*db.store, &db.pool, &SqlOnly).await.unwrap(), 7);
+    set_aside(&db.pool, 3).await;
+    projections::rebuild(&db.store, &db.pool, &SqlOnly, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(audit_rows(&db.pool).await, vec![1, 2, 4, 5, 6, 7]);
+}
+
+/// A dead letter retried while a rebuild runs (after the rebuild left it out) is in the
+/// tables the rebuild puts in place: the retry is not undone by the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_retried_during_a_rebuild_stays_applied() {
+    let db = test_db().await;
+    db.store
+        .append(&stream("retry"), ExpectedVersion::Any, events(5), &meta())
+        .await
+        .unwrap();
+    assert_eq!(catch_up(&*db.store, &db.pool, &AuditLog).await.unwrap(), 5);
+    set_aside(&db.pool, 3).await;
+    let (store, pool) = (db.store.clone(), db.pool.clone());
+    let retried = std::sync::atomic::AtomicBool::new(false);
+    // The retry runs after the rebuild has read the dead letters and copied the log.
+    let progress = |_, _| {
+        if !retried.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let report = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(projections::retry(&*store, &pool, &AuditLog, None))
+            })
+            .unwrap();
+            assert_eq!(report.applied, vec![3]);
+        }
+    };
+    projections::rebuild(&db.store, &db.pool, &AuditLog, &progress)
+        .await
+        .unwrap();
+    assert!(retried.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(audit_rows(&db.pool).await, vec![1, 2, 3, 4, 5]);
 }
