@@ -71,7 +71,7 @@ impl EmbeddedPostgres {
         if !pgdata.join("PG_VERSION").exists() {
             init_cluster(&bin, &privilege, &pgdata, &password_file)?;
         }
-        let password = fs::read_to_string(&password_file)
+        let password = read_unfollowed(&password_file)
             .map_err(io_err(format!("reading {}", password_file.display())))?
             .trim()
             .to_owned();
@@ -333,6 +333,19 @@ fn spawn_supervised(
     Ok((pid, exit_rx))
 }
 
+/// The text of a file in the data directory, without following a link put in its place.
+fn read_unfollowed(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .take(4096)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn init_cluster(
     bin: &Path,
     privilege: &Privilege,
@@ -345,11 +358,13 @@ fn init_cluster(
         .truncate(true)
         .write(true)
         .mode(0o600)
+        // The directory may be the server's user's: a link put there is not followed.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(password_file)
         .map_err(io_err("writing the cluster password"))?;
     file.write_all(password.as_bytes())
         .map_err(io_err("writing the cluster password"))?;
-    privilege.hand_over(password_file)?;
+    privilege.hand_over(&file)?;
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.arg("-D")
         .arg(privilege.seen(pgdata))

@@ -87,12 +87,10 @@ impl Privilege {
     }
 
     /// Gives a file the server must read or write to its user.
-    pub(super) fn hand_over(&self, path: &Path) -> Result<(), EmbeddedError> {
+    pub(super) fn hand_over(&self, file: &fs::File) -> Result<(), EmbeddedError> {
         if let Privilege::Unprivileged { uid, gid, .. } = self {
-            std::os::unix::fs::chown(path, Some(*uid), Some(*gid)).map_err(io_err(format!(
-                "giving {} to the server's user",
-                path.display()
-            )))?;
+            std::os::unix::fs::fchown(file, Some(*uid), Some(*gid))
+                .map_err(io_err("giving a file to the server's user"))?;
         }
         Ok(())
     }
@@ -223,26 +221,62 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
 }
 
 /// Gives the data directory and everything in it to the server's user (a cluster made by an
-/// older version may belong to root).
+/// older version may belong to root). The server's user owns the directory already when this
+/// runs as root again, and could swap any entry for a link meanwhile: each entry is opened
+/// relative to its parent's descriptor and without following links, and changed through the
+/// descriptor; links, sockets and files with other names elsewhere (hard links) are left as
+/// they are.
 fn give(root: &Path, uid: u32, gid: u32) -> Result<(), EmbeddedError> {
-    fn walk(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-        let meta = fs::symlink_metadata(path)?;
-        if std::os::unix::fs::MetadataExt::uid(&meta) != uid
-            || std::os::unix::fs::MetadataExt::gid(&meta) != gid
-        {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    use rustix::fs::{fchown, fstat, openat, Dir, FileType, Gid, Mode, OFlags, Uid, CWD};
+    use rustix::io::Errno;
+    const DEPTH: usize = 32;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let (owner, group) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    let own = |fd: &rustix::fd::OwnedFd, stat: &rustix::fs::Stat| {
+        if stat.st_uid != uid || stat.st_gid != gid {
+            fchown(fd, Some(owner), Some(group))?;
         }
-        if meta.is_dir() {
-            for entry in fs::read_dir(path)? {
-                walk(&entry?.path(), uid, gid)?;
+        Ok::<(), io::Error>(())
+    };
+    let walk = |dir: rustix::fd::OwnedFd| -> io::Result<()> {
+        let mut stack = vec![(dir, 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            own(&dir, &fstat(&dir)?)?;
+            let mut entries = Dir::read_from(&dir)?;
+            while let Some(entry) = entries.read() {
+                let entry = entry?;
+                let name = entry.file_name();
+                if name == c"." || name == c".." {
+                    continue;
+                }
+                // Never blocks on a FIFO, never opens a terminal; a link or a socket fails.
+                let how = flags | OFlags::NONBLOCK | OFlags::NOCTTY;
+                let fd = match openat(&dir, name, how, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(Errno::LOOP | Errno::NXIO) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let stat = fstat(&fd)?;
+                match FileType::from_raw_mode(stat.st_mode) {
+                    FileType::Directory if depth < DEPTH => stack.push((fd, depth + 1)),
+                    FileType::Directory => {
+                        return Err(io::Error::other("directories nested too deep"));
+                    }
+                    FileType::RegularFile if stat.st_nlink == 1 => own(&fd, &stat)?,
+                    _ => {}
+                }
             }
         }
         Ok(())
-    }
-    walk(root, uid, gid).map_err(io_err(format!(
-        "giving {} to the server's user",
-        root.display()
-    )))
+    };
+    let how = flags | OFlags::DIRECTORY;
+    openat(CWD, root, how, Mode::empty())
+        .map_err(io::Error::from)
+        .and_then(walk)
+        .map_err(io_err(format!(
+            "giving {} to the server's user",
+            root.display()
+        )))
 }
 
 /// An empty directory anyone may traverse, where the server's namespace mounts `root`.

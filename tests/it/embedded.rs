@@ -78,6 +78,17 @@ async fn the_embedded_cluster_is_reused_and_never_outlives_ledger() {
     assert!(!alive(postgres), "PostgreSQL stopped with ledger");
     assert!(postmaster_pid(&data_dir).is_none(), "and shut down cleanly");
 
+    // The server's user owns the data directory, and may leave links in it to files root
+    // owns: the next start, as root, gives it nothing through them.
+    let outside = dir.path().join("root-only");
+    std::fs::write(&outside, "root's").unwrap();
+    std::os::unix::fs::symlink(&outside, data_dir.join("pg/planted-link")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), data_dir.join("pg/planted-dir-link")).unwrap();
+    std::fs::hard_link(&outside, data_dir.join("pg/planted-hard-link")).unwrap();
+    let owner =
+        |path: &Path| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path).unwrap());
+    let owners = (owner(&outside), owner(dir.path()));
+
     // Second start: same data.
     let mut ledger = LedgerProcess::start(&["--data-dir", &data_arg], &[]);
     let api = Api::admin(&ledger.base_url).await;
@@ -94,6 +105,11 @@ async fn the_embedded_cluster_is_reused_and_never_outlives_ledger() {
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (422, Some("EMAIL_TAKEN"))
+    );
+    assert_eq!(
+        (owner(&outside), owner(dir.path())),
+        owners,
+        "files outside the data directory changed hands"
     );
 
     // Killed outright, ledger still takes its PostgreSQL down with it.
