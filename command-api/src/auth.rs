@@ -69,6 +69,8 @@ pub struct TokenService {
     throttle: Throttle,
     /// Proxies whose `X-Forwarded-For` names the client (others' is ignored).
     trusted_proxies: Vec<IpAddr>,
+    /// Keys what a request id says of the request's passwords (see `request_key`).
+    request_key: [u8; 32],
 }
 
 impl TokenService {
@@ -85,7 +87,15 @@ impl TokenService {
             users: WarmStates::new(),
             throttle,
             trusted_proxies,
+            request_key: crate::service::keyed(secret, b"ledger request ids"),
         }
+    }
+
+    /// A key derived from the secret: the passwords a request carries enter its id (stored as
+    /// its events' causation id) only through it, so that a request id tells another password
+    /// from the same one without letting anyone who reads the log test guesses against it.
+    pub fn request_key(&self) -> [u8; 32] {
+        self.request_key
     }
 
     pub fn throttle(&self) -> &Throttle {

@@ -99,7 +99,12 @@ pub(crate) async fn execute(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(MAX_BODY_BYTES),
         _ => ApiError::malformed(rejection.body_text()),
     })?;
-    let meta = metadata(&headers, &auth.principal, &name, &body)?;
+    let meta = metadata(
+        &headers,
+        &auth.principal,
+        (&name, &body),
+        service.request_key(),
+    )?;
     role_gate(&auth.principal, &name)?;
 
     // A repeated command answers what the first one did, before anything is decided again:
@@ -141,8 +146,8 @@ const CORRELATION_ID: &str = "x-correlation-id";
 fn metadata(
     headers: &HeaderMap,
     principal: &Principal,
-    name: &str,
-    body: &[u8],
+    (name, body): (&str, &[u8]),
+    request_key: &[u8; 32],
 ) -> Result<CommandMetadata, ApiError> {
     // An empty header counts as absent.
     let present = |name: &str| headers.get(name).filter(|v| !v.is_empty());
@@ -174,7 +179,7 @@ fn metadata(
     Ok(CommandMetadata {
         command_id,
         correlation_id,
-        causation_id: request_id(command_id, name, body),
+        causation_id: request_id(command_id, (name, body), request_key),
         actor: Actor {
             id: principal.user_id.to_string(),
             role: principal.role.label().to_owned(),
@@ -184,13 +189,22 @@ fn metadata(
 }
 
 /// The id of one request: its command id, command name and body (as JSON, so that spacing and
-/// key order do not make another request of the same content). Passwords are left out: the id
-/// is stored (as the events' causation id) and must not let anyone test guesses against it.
-fn request_id(command_id: Uuid, name: &str, body: &[u8]) -> Uuid {
+/// key order do not make another request of the same content). A password enters only as its
+/// HMAC under the server's `request_key`: the id is stored (as the events' causation id) and
+/// must not let anyone who reads it test guesses against it, yet another password is another
+/// request.
+fn request_id(command_id: Uuid, (name, body): (&str, &[u8]), request_key: &[u8; 32]) -> Uuid {
     let canonical = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(mut value) => {
             if let serde_json::Value::Object(fields) = &mut value {
-                fields.retain(|k, _| !k.to_ascii_lowercase().contains("password"));
+                for (k, v) in fields.iter_mut() {
+                    if k.to_ascii_lowercase().contains("password") {
+                        let mac = crate::service::keyed(request_key, v.to_string().as_bytes());
+                        *v = serde_json::Value::String(
+                            mac.iter().map(|b| format!("{b:02x}")).collect(),
+                        );
+                    }
+                }
             }
             value.to_string().into_bytes()
         }
@@ -970,6 +984,11 @@ pub async fn run_command(
         return Err(ApiError::UnknownCommand(name.to_owned()));
     }
     let body = serde_json::to_vec(body).map_err(|e| ApiError::malformed(e.to_string()))?;
-    let meta = metadata(&HeaderMap::new(), principal, name, &body)?;
+    let meta = metadata(
+        &HeaderMap::new(),
+        principal,
+        (name, &body),
+        service.request_key(),
+    )?;
     dispatch(service, principal, name, &body, &meta).await
 }

@@ -34,8 +34,11 @@ pub fn router(
     policy: PriorityPolicy,
     tokens: Arc<TokenService>,
 ) -> Router {
-    let service =
-        Arc::new(CommandService::new(store, policy).with_throttle(tokens.throttle().clone()));
+    let service = Arc::new(
+        CommandService::new(store, policy)
+            .with_throttle(tokens.throttle().clone())
+            .with_request_key(tokens.request_key()),
+    );
     let auth = Router::new()
         .route("/auth/login", post(session::login))
         .route("/auth/refresh", post(session::refresh))

@@ -43,6 +43,8 @@ pub struct CommandService {
     warm: WarmStates,
     /// Slows password guesses (`ChangePassword`'s current password); none in-process callers.
     throttle: Option<crate::throttle::Throttle>,
+    /// Keys the passwords in request ids (`TokenService::request_key`).
+    request_key: [u8; 32],
 }
 
 fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
@@ -66,7 +68,18 @@ impl CommandService {
             policy,
             warm: WarmStates::new(),
             throttle: None,
+            request_key: rand::random(),
         }
+    }
+
+    /// The same service, keying the passwords in request ids with `key`.
+    pub fn with_request_key(mut self, key: [u8; 32]) -> Self {
+        self.request_key = key;
+        self
+    }
+
+    pub(crate) fn request_key(&self) -> &[u8; 32] {
+        &self.request_key
     }
 
     /// The same service, with password checks slowed through `throttle`.
@@ -1107,6 +1120,16 @@ fn event_id(command_id: Uuid, i: usize) -> Uuid {
 /// for the server's v7 ids, instead of taking each derived id at a random leaf (BENCHMARKS.md,
 /// seventeenth round). A UUIDv8 ("custom"): 74 bits of hash stay, as many random bits as a v7
 /// has, so two ids of one millisecond collide no more often than two v7s would.
+/// HMAC-SHA256 of `message` under `key`.
+pub(crate) fn keyed(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    // HMAC takes a key of any length.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 pub(crate) fn derive_id(base: Uuid, name: &[u8]) -> Uuid {
     let mut bytes = *Uuid::new_v5(&base, name).as_bytes();
     bytes[..6].copy_from_slice(&base.as_bytes()[..6]);

@@ -457,6 +457,33 @@ async fn idempotency_keys_belong_to_their_user_and_their_request() {
         staff["data"]["ticket"]["notes"][0]["authorId"].is_string(),
         "{staff}"
     );
+
+    // Another password is another request, though the password never enters its id plainly.
+    let pw = [("idempotency-key", "password-change-1")];
+    let change = |new: &str| json!({ "currentPassword": "Secret-pass-9", "newPassword": new });
+    let (status, changed) = s
+        .ana
+        .raw("ChangePassword", change("New-pass-one-1").to_string(), &pw)
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    // Signed in again with the new password (a change ends earlier sessions).
+    let ana = Api::login(&s.ledger.base_url, "ana.user@example.com", "New-pass-one-1").await;
+    let (status, refused) = ana
+        .raw(
+            "ChangePassword",
+            change("Other-pass-two-2").to_string(),
+            &pw,
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (422, &json!("IDEMPOTENCY_KEY_REUSED")),
+        "{refused}"
+    );
+    let (status, again) = ana
+        .raw("ChangePassword", change("New-pass-one-1").to_string(), &pw)
+        .await;
+    assert_eq!((status, &again["position"]), (200, &changed["position"]));
 }
 
 /// A command refused on a pinned version claims nothing; a use of parts refused and then
