@@ -61,6 +61,17 @@ fn derived(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
     }
 }
 
+/// Like `derived`, but the id derives from the request (its causation id: command id, name and
+/// body): one `Idempotency-Key` sent at the same time with two bodies (say, two devices or two
+/// part counts) makes two such appends, not one that both take for theirs.
+fn derived_for_request(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
+    CommandMetadata {
+        command_id: derive_id(meta.causation_id, purpose.as_bytes()),
+        causation_id: meta.command_id,
+        ..meta.clone()
+    }
+}
+
 impl CommandService {
     pub fn new(store: Arc<dyn EventStore>, policy: PriorityPolicy) -> Self {
         Self {
@@ -360,7 +371,7 @@ impl CommandService {
             return self
                 .link_and_raise(
                     link,
-                    &derived(meta, LINK_DEVICE),
+                    &derived_for_request(meta, LINK_DEVICE),
                     (&stream, expected),
                     meta,
                     || TicketCommand::Raise(raise.clone()),
@@ -388,7 +399,7 @@ impl CommandService {
         command: impl Fn() -> TicketCommand,
     ) -> Result<Option<AppendOutcome>, ApiError> {
         let decided = new.decide(command(), meta.recorded_at)?;
-        let link_meta = derived(meta, LINK_DEVICE);
+        let link_meta = derived_for_request(meta, LINK_DEVICE);
         let link = match link {
             Some((device_id, ticket_id)) => {
                 let device_stream = stream_of::<Device>(device_id);
@@ -561,7 +572,7 @@ impl CommandService {
         self.probe::<Ticket>(&ticket_stream, probe, expected, meta)
             .await?;
 
-        // Each attempt of the command takes stock under ids of its own: once an attempt's take
+        // Each attempt of the request takes stock under ids of its own: once an attempt's take
         // was given back (the ticket refused it), a retry must take again, not find that take
         // and count it as done. An attempt whose take was not given back (a crash between the
         // two appends) is the one a retry continues.
@@ -572,14 +583,17 @@ impl CommandService {
             } else {
                 format!("#{attempt}")
             };
-            let returned = derived(meta, &format!("return-stock{suffix}"));
+            let returned = derived_for_request(meta, &format!("return-stock{suffix}"));
             if self
                 .store
                 .find_command(returned.command_id)
                 .await?
                 .is_none()
             {
-                break (derived(meta, &format!("take-stock{suffix}")), returned);
+                break (
+                    derived_for_request(meta, &format!("take-stock{suffix}")),
+                    returned,
+                );
             }
             attempt += 1;
             if attempt > MAX_STOCK_ATTEMPTS {
@@ -615,9 +629,19 @@ impl CommandService {
         let recorded = self
             .execute::<Ticket>(&ticket_stream, expected, meta, || record.clone())
             .await;
-        if let Err(ApiError::Rule(_) | ApiError::Conflict { .. } | ApiError::NotFound(_)) =
-            &recorded
-        {
+        // Refused, or the key's first use was another request (which the handler refuses).
+        let not_recorded = match &recorded {
+            Err(ApiError::Rule(_) | ApiError::Conflict { .. } | ApiError::NotFound(_)) => true,
+            Ok(outcome) => {
+                outcome.duplicate
+                    && outcome
+                        .events
+                        .first()
+                        .is_some_and(|e| e.causation_id != meta.causation_id)
+            }
+            Err(_) => false,
+        };
+        if not_recorded {
             let give_back = PartCommand::Return {
                 ticket_id,
                 quantity,

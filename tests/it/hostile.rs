@@ -928,6 +928,27 @@ async fn stock_moves_always_equal_the_parts_on_tickets() {
                 .unwrap();
         pool.close().await;
     }
+    // One key sent with two bodies at once (another part count): at most one is recorded, and
+    // the other's stock take is given back.
+    let overlapping: Vec<_> = (0..20)
+        .map(|i| {
+            let u = Use {
+                key: format!("overlap-{}", i / 2),
+                body: json!({ "ticketId": s.ticket, "partId": part, "quantity": 1 + i % 2 }),
+            };
+            let (base, token) = (base.clone(), token.clone());
+            tokio::spawn(async move { until_answered(&base, &token, &u).await })
+        })
+        .collect();
+    let mut answered = Vec::new();
+    for task in overlapping {
+        answered.push(task.await.unwrap());
+    }
+    assert!(
+        answered.iter().all(|s| matches!(s, 200 | 422)),
+        "{answered:?}"
+    );
+    drop(ledger);
     let pool = db(&s.url).await;
     let moved: i64 = sqlx::query_scalar(
         "SELECT COALESCE(SUM(CASE event_type WHEN 'StockUsed' THEN (data->>'quantity')::bigint
