@@ -6,6 +6,7 @@ mod audit;
 mod devices;
 mod error;
 mod freshness;
+mod graphiql;
 mod history;
 pub mod limits;
 mod live;
@@ -40,12 +41,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::{ErrorExtensions, ServerError};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Extension, Router};
 use domain::access::Principal;
@@ -104,11 +103,15 @@ pub fn router(
     Router::new()
         .route(
             "/graphql",
-            get(graphiql).post(graphql).with_state(state.clone()).layer(
-                tower_http::limit::RequestBodyLimitLayer::new(MAX_GRAPHQL_BODY_BYTES),
-            ),
+            get(graphiql::page)
+                .post(graphql)
+                .with_state(state.clone())
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                    MAX_GRAPHQL_BODY_BYTES,
+                )),
         )
         .route("/graphql/ws", get(websocket::websocket).with_state(state))
+        .route("/graphiql/{file}", get(graphiql::file))
         .route(
             "/reports/{file}",
             get(reports::csv_report).with_state((pool, settings)),
@@ -175,13 +178,4 @@ async fn graphql(
             "TIMEOUT",
         ),
     }
-}
-
-async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
 }

@@ -713,10 +713,40 @@ async fn graphql_requests_are_bounded_before_they_cost_anything() {
         "{answer}"
     );
 
-    // HTML answers (GraphiQL, where users paste tokens) cannot be framed or sniffed.
+    // HTML answers (GraphiQL, where users paste tokens) cannot be framed or sniffed, run only
+    // the scripts the binary serves, and load nothing from elsewhere.
     let page = anonymous.get("/graphql").await;
     assert_eq!(page.headers()["x-frame-options"], "DENY");
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self';") && policy.contains("connect-src 'self';"),
+        "{policy}"
+    );
+    let html = page.text().await.unwrap();
+    let linked: Vec<&str> = html
+        .split(['"', '\''])
+        .filter(|part| part.ends_with(".js") || part.ends_with(".css"))
+        .collect();
+    assert!(linked.len() >= 5, "{html}");
+    for path in linked {
+        assert!(
+            path.starts_with("/graphiql/"),
+            "{path} is fetched from elsewhere"
+        );
+        let file = anonymous.get(path).await;
+        assert_eq!(file.status(), 200, "{path}");
+        let kind = file.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            kind.starts_with("text/javascript") || kind.starts_with("text/css"),
+            "{path}: {kind}"
+        );
+        assert!(!file.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    assert_eq!(anonymous.get("/graphiql/../Cargo.toml").await.status(), 404);
 
     // Still serving.
     let answer = admin
