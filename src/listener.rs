@@ -1,96 +1,95 @@
-//! The HTTP listener with a cap on open connections: past `MAX_CONNECTIONS` new ones wait in the
-//! kernel's backlog until one closes, so no number of idle or slow clients can take the
-//! process's file descriptors (or its memory) from everyone else.
+//! The HTTP server's accept loop, with the limits a hostile client meets before any handler:
+//! at most `MAX_CONNECTIONS` open at once (past it new ones wait in the kernel's backlog until
+//! one closes), a request's head read within `HEADER_READ_TIMEOUT` (no slow or idle client
+//! keeps a place for long), and a head of at most `MAX_HEAD_BYTES`. After a WebSocket upgrade
+//! the connection is the socket's own (its limits are in query-graphql's `websocket`).
 
-use std::io;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Connections open at once (HTTP keep-alive and WebSockets alike).
 pub const MAX_CONNECTIONS: usize = 512;
+/// Time to send a request's head, from the connection's start or the previous answer.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers): a longer one is answered 431. (hyper
+/// checks its read buffer's limit before each read, and a read may add up to that limit
+/// again: the buffer is half of this, and heads up to that half always pass.)
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-pub struct Capped {
-    inner: TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-impl Capped {
-    pub fn new(inner: TcpListener, max: usize) -> Self {
-        Self {
-            inner,
-            slots: Arc::new(Semaphore::new(max)),
-        }
-    }
-}
-
-impl axum::serve::Listener for Capped {
-    type Io = CappedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // The semaphore is never closed, so acquiring only waits.
-        let slot = loop {
-            if let Ok(slot) = self.slots.clone().acquire_owned().await {
-                break slot;
-            }
+/// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Told to every connection at shutdown; its receivers are the connections still open.
+    let (closing, watching) = tokio::sync::watch::channel(false);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES / 2);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut shutdown => break,
         };
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (CappedStream { io, _slot: slot }, addr)
+        // The semaphore is never closed.
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, a connection reset before it was accepted:
+                    // the listener itself is fine.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(peer));
+            let answer = app.clone().oneshot(request.map(axum::body::Body::new));
+            async move { Ok::<_, Infallible>(answer.await.unwrap_or_else(|e| match e {})) }
+        });
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut closing = watching.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = closing.changed() => {
+                    // The request being answered finishes; no other starts.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            drop((slot, closing));
+        });
     }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// An accepted connection holding its place until dropped.
-pub struct CappedStream {
-    io: TcpStream,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for CappedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CappedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
+    drop((listener, watching));
+    let _ = closing.send(true);
+    closing.closed().await;
+    Ok(())
 }

@@ -240,16 +240,7 @@ async fn run(
     println!("ledger listening on http://{address}");
 
     let stop = shutdown.clone();
-    // `tap_io` only to reach axum's `ConnectInfo<SocketAddr>` for a listener of our own.
-    let listener = axum::serve::ListenerExt::tap_io(
-        crate::listener::Capped::new(listener, crate::listener::MAX_CONNECTIONS),
-        |_| {},
-    );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::listener::serve(listener, app, async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
         stop.cancel();

@@ -1032,8 +1032,8 @@ async fn a_first_start_cut_short_is_completed_by_the_next() {
     Api::admin(&ledger.base_url).await;
 }
 
-/// Idle connections cannot take the server from everyone: past the cap a new connection waits
-/// until one closes.
+/// Idle or slow connections cannot take the server from everyone: past the cap a new connection
+/// waits until one closes, and one that does not send a request's head in time is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped() {
     let url = fresh_database().await;
@@ -1056,10 +1056,10 @@ async fn connections_are_capped() {
         impatient.get(&health).send().await.is_err(),
         "answered past the connection cap"
     );
-    drop(idle);
+    // The idle ones are still open here, and send nothing: the server closes them.
     let answered = eventually(
-        Duration::from_secs(20),
-        "an answer once connections closed",
+        ledger::HEADER_READ_TIMEOUT + Duration::from_secs(20),
+        "an answer once the idle connections were closed",
         || async {
             let r = impatient.get(&health).send().await.ok()?;
             r.status().is_success().then_some(())
@@ -1067,6 +1067,24 @@ async fn connections_are_capped() {
     )
     .await;
     assert_eq!(answered, ());
+    drop(idle);
+    // A request head past its limit is refused before any handler sees it; a large one within
+    // it (a long token, cookies) is not.
+    let large = "x".repeat(ledger::MAX_HEAD_BYTES / 4);
+    let answered = impatient
+        .get(&health)
+        .header("x-padding", large)
+        .send()
+        .await;
+    assert_eq!(answered.map(|r| r.status().as_u16()).ok(), Some(200));
+    let huge = "x".repeat(ledger::MAX_HEAD_BYTES + 1);
+    let refused = impatient
+        .get(&health)
+        .header("x-padding", huge)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(refused.ok(), Some(431), "a head past the limit");
 }
 
 /// Two registrations of one device racing: the refused one gives back no serial that the
