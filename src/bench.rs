@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 use crate::EmbeddedPostgres;
 
+mod subscriptions;
+
 pub struct BenchOptions {
     pub database_url: Option<String>,
     /// Seconds each load step runs.
@@ -44,6 +46,7 @@ pub enum Scenario {
     Appends,
     Commands,
     Visibility,
+    Subscriptions,
     Reads,
     Rebuild,
 }
@@ -136,19 +139,26 @@ impl Http {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?;
-        let body: Value = client
-            .post(format!("{base}/auth/login"))
-            .json(&json!({ "email": "admin@ledger.local", "password": ADMIN_PASSWORD }))
+        let mut http = Http {
+            client,
+            base: base.to_owned(),
+            token: String::new(),
+        };
+        http.token = http.login_as("admin@ledger.local", ADMIN_PASSWORD).await?;
+        Ok(http)
+    }
+
+    /// A token of the user `email`.
+    async fn login_as(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let body: Value = self
+            .client
+            .post(format!("{}/auth/login", self.base))
+            .json(&json!({ "email": email, "password": password }))
             .send()
             .await?
             .json()
             .await?;
-        let token = body["accessToken"].as_str().context("login")?.to_owned();
-        Ok(Http {
-            client,
-            base: base.to_owned(),
-            token,
-        })
+        Ok(body["accessToken"].as_str().context("login")?.to_owned())
     }
 
     async fn command(&self, name: &str, body: Value) -> anyhow::Result<Value> {
@@ -906,6 +916,16 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
             http.caught_up(Duration::from_secs(60)).await?;
         }
     }
+    if wants(Scenario::Subscriptions) {
+        step("1,000 subscriptions over 100 tickets at 1,000 commands/s");
+        checkpoint(&pool).await;
+        report["subscriptions"] = subscriptions::run(
+            &http,
+            (&customer, 1000, options.seconds),
+            (&pool, server.pid()),
+        )
+        .await?;
+    }
     drop(server);
     if !wants(Scenario::Reads) && !wants(Scenario::Rebuild) {
         return finish(
@@ -1148,6 +1168,25 @@ pub fn table(report: &Value) -> String {
         v["failed"],
         f(&v["command_latency"]["p50_ms"]),
         f(&v["command_latency"]["p99_ms"])
+        ));
+    }
+    let subs = &report["subscriptions"];
+    if !subs.is_null() {
+        let (off, on) = (&subs["without_subscriptions"], &subs["with_subscriptions"]);
+        out.push_str(&format!(
+            "subscriptions, {} over {} sockets at {}/s (sent {}/s, failed {}): delivery after the answer p50 {} ms, p99 {} ms, missed {}; db transactions per command {} (without subscriptions {}); serve CPU {} cores (without {})\n",
+            on["subscriptions"],
+            on["sockets"],
+            on["target_per_s"],
+            f(&on["achieved_per_s"]),
+            on["failed"],
+            f(&on["delivery_after_answer"]["p50_ms"]),
+            f(&on["delivery_after_answer"]["p99_ms"]),
+            on["deliveries_missed"],
+            f(&on["db_transactions_per_command"]),
+            f(&off["db_transactions_per_command"]),
+            f(&on["serve_cpu_cores"]),
+            f(&off["serve_cpu_cores"]),
         ));
     }
     let reads = &report["graphql_reads"];
