@@ -1174,7 +1174,7 @@ pub fn table(report: &Value) -> String {
     if !subs.is_null() {
         let (off, on) = (&subs["without_subscriptions"], &subs["with_subscriptions"]);
         out.push_str(&format!(
-            "subscriptions, {} over {} sockets at {}/s (sent {}/s, failed {}): delivery after the answer p50 {} ms, p99 {} ms, missed {}; db transactions per command {} (without subscriptions {}); serve CPU {} cores (without {})\n",
+            "subscriptions, {} over {} sockets at {}/s (sent {}/s, failed {}): delivery after the answer p50 {} ms, p99 {} ms, missed {}; ticket row reads per command {} (without subscriptions {}), db transactions per command {} (without {}); serve CPU {} cores (without {})\n",
             on["subscriptions"],
             on["sockets"],
             on["target_per_s"],
@@ -1183,6 +1183,8 @@ pub fn table(report: &Value) -> String {
             f(&on["delivery_after_answer"]["p50_ms"]),
             f(&on["delivery_after_answer"]["p99_ms"]),
             on["deliveries_missed"],
+            f(&on["ticket_reads_per_command"]),
+            f(&off["ticket_reads_per_command"]),
             f(&on["db_transactions_per_command"]),
             f(&off["db_transactions_per_command"]),
             f(&on["serve_cpu_cores"]),

@@ -24,6 +24,8 @@ pub(super) const SUBSCRIPTIONS: usize = 1000;
 const USERS: usize = 8;
 const SOCKETS_PER_USER: usize = 4;
 const PASSWORD: &str = "Bench-watcher-1!";
+/// Longer than PostgreSQL's interval between a backend's reports of its counts.
+const STATS_FLUSH: Duration = Duration::from_millis(1500);
 
 /// What one subscriber saw of its ticket: versions in the order they came, with the time.
 type Seen = Vec<(i64, Instant)>;
@@ -204,15 +206,23 @@ async fn load(
     (pool, server_pid): (&sqlx::PgPool, u32),
     stop: Option<&tokio_util::sync::CancellationToken>,
 ) -> anyhow::Result<Loaded> {
-    let transactions = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+    // Transactions in the database (autovacuum's too), and reads of the tickets read model
+    // (the live feed reads a changed ticket's row; commands and the projector do not read it).
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database
+                      WHERE datname = current_database()),
+                    (SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables
+                      WHERE relid = 'public.tickets'::regclass)",
         )
         .fetch_one(pool)
         .await
     };
+    // Backends report their counts when idle, at most once a second: the previous step's are
+    // all in before this one starts counting.
+    tokio::time::sleep(STATS_FLUSH).await;
     let cpu_before = cpu_seconds(server_pid);
-    let xact_before = transactions().await?;
+    let (xact_before, reads_before) = counts().await?;
     let interval = Duration::from_micros(1_000_000 / rate.max(1));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -254,9 +264,9 @@ async fn load(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server_pid) - cpu_before;
-    // Backends report their counts when idle, at most once a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let xact = transactions().await? - xact_before;
+    tokio::time::sleep(STATS_FLUSH).await;
+    let (xact, reads) = counts().await?;
+    let (xact, reads) = (xact - xact_before, reads - reads_before);
     let commands: usize = answered.values().map(Vec::len).sum();
     let first_errors: Vec<_> = errors.iter().take(3).cloned().collect();
     Ok(Loaded {
@@ -267,6 +277,7 @@ async fn load(
             "failed": errors.len(),
             "first_errors": first_errors,
             "db_transactions_per_command": xact as f64 / commands.max(1) as f64,
+            "ticket_reads_per_command": reads as f64 / commands.max(1) as f64,
             "serve_cpu_cores": cpu / elapsed,
         }),
         answered,
