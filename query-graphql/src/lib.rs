@@ -11,6 +11,7 @@ mod history;
 pub mod limits;
 mod live;
 mod parse_cache;
+mod people;
 mod reports;
 mod schema;
 mod subscriptions;
@@ -29,6 +30,7 @@ pub(crate) struct Lookups {
     pub(crate) pool: sqlx::PgPool,
     pub(crate) tickets: tickets::TicketCache,
     pub(crate) ticket_rows: async_graphql::dataloader::DataLoader<tickets::TicketLoader>,
+    pub(crate) users: async_graphql::dataloader::DataLoader<people::UserLoader>,
 }
 pub use limits::MAX_DEPTH;
 pub use schema::{build_schema, sdl, LedgerSchema, MAX_COMPLEXITY};

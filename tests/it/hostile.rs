@@ -438,18 +438,38 @@ async fn idempotency_keys_belong_to_their_user_and_their_request() {
     .unwrap();
     assert_ne!(correlations[0], correlations[1]);
 
-    // A customer counts only the notes they may read, and sees no staff user ids.
+    // A customer counts only the notes they may read, and sees no staff user ids: staff by
+    // name and role instead.
     caught_up(&s.admin).await;
-    let query = "query($id: ID!) { ticket(id: $id) { noteCount notes { authorId } } }";
+    let query =
+        "query($id: ID!) { ticket(id: $id) { noteCount notes { text authorId author { name role } } } }";
     let theirs = s.ana.graphql(query, json!({ "id": s.ticket })).await;
     assert_eq!(theirs["data"]["ticket"]["noteCount"], 3, "{theirs}");
-    assert!(
-        theirs["data"]["ticket"]["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["authorId"].is_null()),
+    let notes = theirs["data"]["ticket"]["notes"].as_array().unwrap();
+    assert!(notes.iter().all(|n| n["authorId"].is_null()), "{theirs}");
+    let by = |text: &str| notes.iter().find(|n| n["text"] == text).unwrap()["author"].clone();
+    assert_eq!(
+        by("a"),
+        json!({ "name": "Administrator", "role": "admin" }),
         "{theirs}"
+    );
+    assert_eq!(
+        by("Any news?"),
+        json!({ "name": "Ana", "role": "customer" }),
+        "{theirs}"
+    );
+    // Staff see who by name in a ticket's history too.
+    let history = s
+        .admin
+        .graphql(
+            "query($id: ID!) { ticket(id: $id) { history { actor { name role } } } }",
+            json!({ "id": s.ticket }),
+        )
+        .await;
+    assert_eq!(
+        history["data"]["ticket"]["history"][0]["actor"],
+        json!({ "name": "Ana", "role": "customer" }),
+        "{history}"
     );
     let staff = s.admin.graphql(query, json!({ "id": s.ticket })).await;
     assert_eq!(staff["data"]["ticket"]["noteCount"], 4, "{staff}");

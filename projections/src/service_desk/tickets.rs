@@ -1,539 +1,18 @@
-//! The service desk read models: customers, technicians, parts, devices (warranty and the
-//! billing and delivery board) and tickets (queues and details). One projection, so that the
-//! queries joining them always see one consistent position of the log.
+//! Tickets: each batch folds the tickets it touches once and writes their rows and children.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
-use async_trait::async_trait;
-use domain::{
-    Aggregate, CustomerEvent, DeviceEvent, EventPayload, Money, PartEvent, TechnicianEvent, Ticket,
-    TicketEvent, TicketState,
-};
-use futures::{StreamExt, TryStreamExt};
 use lru::LruCache;
-use serde_json::Value;
+
+use domain::{Aggregate, Money, Ticket, TicketEvent, TicketState};
+use futures::{StreamExt, TryStreamExt};
 use sqlx::PgConnection;
 use stream_store::{EventStore, RecordedEvent, StreamId};
 use uuid::Uuid;
 
-use crate::{AppendedTable, Changes, ProjectionError, Projector, Write};
-
-pub struct ServiceDesk {
-    /// Tickets as the last batches that touched them left them (`last` holds the version),
-    /// remembered when a batch is computed, before it is written. The fold
-    /// is a pure function of the log, so an entry is exactly the ticket a batch continues
-    /// right after that version, whoever wrote the row and even if the batch that computed
-    /// the entry rolled back; any other entry is ignored.
-    recent: Mutex<LruCache<Uuid, Evolving>>,
-}
-
-/// Tickets kept in memory between batches (a few MiB).
-const RECENT_TICKETS: usize = 8_192;
-
-impl Default for ServiceDesk {
-    fn default() -> Self {
-        let capacity = NonZeroUsize::new(RECENT_TICKETS).unwrap_or(NonZeroUsize::MIN);
-        Self {
-            recent: Mutex::new(LruCache::new(capacity)),
-        }
-    }
-}
-
-fn decode<E: EventPayload>(e: &RecordedEvent) -> Result<Option<E>, ProjectionError> {
-    E::from_stored(&e.event_type, e.schema_version, e.data.raw()).map_err(|source| {
-        ProjectionError::Decode {
-            position: e.position,
-            source,
-        }
-    })
-}
-
-/// The snake_case name serde gives a unit enum value (`in_progress`, `enterprise`, ...).
-fn label<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-/// The id of an `{prefix}-{uuid}` stream.
-fn stream_uuid(e: &RecordedEvent, prefix: &str) -> Option<Uuid> {
-    e.stream_id
-        .as_str()
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .and_then(|id| Uuid::parse_str(id).ok())
-}
-
-fn money(m: Money) -> i64 {
-    m.minor_units()
-}
-
-#[async_trait]
-impl Projector for ServiceDesk {
-    fn name(&self) -> &'static str {
-        "service_desk"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[
-            "customers",
-            "technicians",
-            "parts",
-            "devices",
-            "device_visit_tickets",
-            "tickets",
-            "ticket_notes",
-            "ticket_parts",
-            "ticket_payments",
-        ]
-    }
-
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-        log: &dyn EventStore,
-    ) -> Result<(), ProjectionError> {
-        Box::new(self.changes(events, log).await?)
-            .write(tx, Write::InPlace)
-            .await
-    }
-
-    async fn prepare(
-        &self,
-        events: &[RecordedEvent],
-        log: &dyn EventStore,
-    ) -> Result<Option<Box<dyn Changes>>, ProjectionError> {
-        Ok(Some(Box::new(self.changes(events, log).await?)))
-    }
-
-    /// A ticket's row is written whole at each change, with the stream's version.
-    fn appended_in_rebuild(&self) -> &'static [AppendedTable] {
-        &[AppendedTable {
-            table: "tickets",
-            key: "ticket_id",
-            version: "version",
-        }]
-    }
-}
-
-impl ServiceDesk {
-    /// What a batch writes, computed before any of it is written. Ticket rows are written once
-    /// per batch (they are most of the log); the other tables, which no ticket write reads,
-    /// event by event in log order.
-    async fn changes(
-        &self,
-        events: &[RecordedEvent],
-        log: &dyn EventStore,
-    ) -> Result<BatchChanges, ProjectionError> {
-        let mut tickets = TicketBatch {
-            events: Vec::with_capacity(events.len()),
-        };
-        let mut others = Vec::new();
-        for e in events {
-            if let Some(event) = decode::<TicketEvent>(e)? {
-                if let Some(id) = stream_uuid(e, "ticket") {
-                    tickets.push(e, id, event);
-                }
-            } else if let Some(event) = decode::<DeviceEvent>(e)? {
-                if let Some(id) = stream_uuid(e, "device") {
-                    others.push(Other::Device(e.clone(), id, event));
-                }
-            } else if let Some(event) = decode::<CustomerEvent>(e)? {
-                others.push(Other::Customer(e.clone(), event));
-            } else if let Some(event) = decode::<TechnicianEvent>(e)? {
-                others.push(Other::Technician(event));
-            } else if let Some(event) = decode::<PartEvent>(e)? {
-                if let Some(id) = stream_uuid(e, "part") {
-                    others.push(Other::Part(e.clone(), id, event));
-                }
-            }
-        }
-        let (children, rows) = tickets.rows(log, &self.recent).await?;
-        Ok(BatchChanges {
-            others,
-            children,
-            rows,
-        })
-    }
-}
-
-/// An event of the tables other than the tickets', decoded.
-enum Other {
-    Device(RecordedEvent, Uuid, DeviceEvent),
-    Customer(RecordedEvent, CustomerEvent),
-    Technician(TechnicianEvent),
-    Part(RecordedEvent, Uuid, PartEvent),
-}
-
-/// Everything one batch writes.
-struct BatchChanges {
-    others: Vec<Other>,
-    children: Children,
-    rows: TicketRows,
-}
-
-#[async_trait]
-impl Changes for BatchChanges {
-    async fn write(
-        self: Box<Self>,
-        tx: &mut PgConnection,
-        how: Write,
-    ) -> Result<(), ProjectionError> {
-        for other in self.others {
-            match other {
-                Other::Device(e, id, event) => apply_device(tx, &e, id, event).await?,
-                Other::Customer(e, event) => apply_customer(tx, &e, event).await?,
-                Other::Technician(event) => apply_technician(tx, event).await?,
-                Other::Part(e, id, event) => apply_part(tx, &e, id, event).await?,
-            }
-        }
-        self.children.insert(tx).await?;
-        self.rows.write(tx, how).await
-    }
-
-    fn appended_keys(&self) -> Option<Vec<&[Uuid]>> {
-        Some(vec![&self.rows.ticket_id])
-    }
-}
-
-async fn apply_customer(
-    tx: &mut PgConnection,
-    e: &RecordedEvent,
-    event: CustomerEvent,
-) -> Result<(), ProjectionError> {
-    match event {
-        CustomerEvent::CustomerRegistered {
-            customer_id,
-            name,
-            email,
-            phone,
-            location,
-            tier,
-            registered_at,
-        } => {
-            sqlx::query!(
-                "INSERT INTO customers (customer_id, name, email, phone, location, tier,
-                                        registered_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                customer_id.as_uuid(),
-                name.as_str(),
-                email.as_str(),
-                phone.as_ref().map(|p| p.as_str()),
-                location.as_ref().map(|l| l.as_str()),
-                label(&tier),
-                registered_at
-            )
-            .execute(tx)
-            .await?;
-        }
-        CustomerEvent::CustomerUpdated {
-            customer_id,
-            name,
-            email,
-            phone,
-            location,
-            updated_at,
-        } => {
-            sqlx::query!(
-                "UPDATE customers SET name = COALESCE($2, name), email = COALESCE($3, email),
-                        phone = COALESCE($4, phone), location = COALESCE($5, location),
-                        updated_at = $6
-                 WHERE customer_id = $1",
-                customer_id.as_uuid(),
-                name.as_ref().map(|n| n.as_str()),
-                email.as_ref().map(|m| m.as_str()),
-                phone.as_ref().map(|p| p.as_str()),
-                location.as_ref().map(|l| l.as_str()),
-                updated_at
-            )
-            .execute(tx)
-            .await?;
-        }
-        CustomerEvent::CustomerTierChanged {
-            customer_id, to, ..
-        } => {
-            sqlx::query!(
-                "UPDATE customers SET tier = $2, updated_at = $3 WHERE customer_id = $1",
-                customer_id.as_uuid(),
-                label(&to),
-                e.recorded_at
-            )
-            .execute(tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn apply_technician(
-    tx: &mut PgConnection,
-    event: TechnicianEvent,
-) -> Result<(), ProjectionError> {
-    match event {
-        TechnicianEvent::TechnicianOnboarded {
-            technician_id,
-            name,
-            email,
-            onboarded_at,
-        } => {
-            sqlx::query!(
-                "INSERT INTO technicians (technician_id, name, email, active, onboarded_at)
-                 VALUES ($1, $2, $3, TRUE, $4)",
-                technician_id.as_uuid(),
-                name.as_str(),
-                email.as_str(),
-                onboarded_at
-            )
-            .execute(tx)
-            .await?;
-        }
-        TechnicianEvent::TechnicianDeactivated {
-            technician_id,
-            deactivated_at,
-            ..
-        } => {
-            sqlx::query!(
-                "UPDATE technicians SET active = FALSE, deactivated_at = $2
-                 WHERE technician_id = $1",
-                technician_id.as_uuid(),
-                deactivated_at
-            )
-            .execute(tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn apply_part(
-    tx: &mut PgConnection,
-    e: &RecordedEvent,
-    id: Uuid,
-    event: PartEvent,
-) -> Result<(), ProjectionError> {
-    let delta: i64 = match event {
-        PartEvent::PartAdded {
-            name,
-            sku,
-            unit_cost,
-            initial_stock,
-            added_at,
-            ..
-        } => {
-            sqlx::query!(
-                "INSERT INTO parts (part_id, name, sku, unit_cost, stock, added_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                id,
-                name.as_str(),
-                sku.as_ref().map(|s| s.as_str()),
-                money(unit_cost),
-                i64::from(initial_stock),
-                added_at
-            )
-            .execute(tx)
-            .await?;
-            return Ok(());
-        }
-        PartEvent::StockReceived { quantity, .. } | PartEvent::StockReturned { quantity, .. } => {
-            i64::from(quantity)
-        }
-        PartEvent::StockAdjusted { delta, .. } => delta,
-        PartEvent::StockUsed { quantity, .. } => -i64::from(quantity),
-    };
-    sqlx::query!(
-        "UPDATE parts SET stock = stock + $2, updated_at = $3 WHERE part_id = $1",
-        id,
-        delta,
-        e.recorded_at
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-async fn apply_device(
-    tx: &mut PgConnection,
-    e: &RecordedEvent,
-    id: Uuid,
-    event: DeviceEvent,
-) -> Result<(), ProjectionError> {
-    let at = e.recorded_at;
-    match event {
-        DeviceEvent::DeviceRegistered {
-            customer_id,
-            name,
-            brand,
-            model,
-            serial_number,
-            category,
-            purchase_date,
-            warranty_months,
-            warranty_expires_on,
-            invoice_ref,
-            registered_at,
-            ..
-        } => {
-            sqlx::query!(
-                "INSERT INTO devices (device_id, customer_id, name, brand, model, serial_number,
-                     category, purchase_date, warranty_months, warranty_expires_on, invoice_ref,
-                     service_status, registered_at, updated_at, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'registered', $12, $12, $13)",
-                id,
-                customer_id.as_uuid(),
-                name.as_str(),
-                brand.as_ref().map(|b| b.as_str()),
-                model.as_ref().map(|m| m.as_str()),
-                serial_number.as_str(),
-                category.as_ref().map(|c| c.as_str()),
-                purchase_date,
-                i32::try_from(warranty_months).unwrap_or(i32::MAX),
-                warranty_expires_on,
-                invoice_ref.as_ref().map(|i| i.as_str()),
-                registered_at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-        DeviceEvent::WarrantyExtended {
-            months,
-            warranty_expires_on,
-            ..
-        } => {
-            sqlx::query!(
-                "UPDATE devices SET warranty_months = warranty_months + $2,
-                        warranty_expires_on = $3, updated_at = $4, version = $5
-                 WHERE device_id = $1",
-                id,
-                i32::try_from(months).unwrap_or(i32::MAX),
-                warranty_expires_on,
-                at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-        DeviceEvent::DeviceCheckedIn {
-            condition,
-            accessories,
-            reported_issue,
-            expected_delivery_date,
-            expected_budget,
-            technician_id,
-            checked_in_at,
-        } => {
-            let accessories: Vec<&str> = accessories.iter().map(|a| a.as_str()).collect();
-            sqlx::query!(
-                "UPDATE devices SET service_status = 'checked_in', condition = $2,
-                        accessories = $3, reported_issue = $4, expected_delivery_date = $5,
-                        expected_budget = $6, technician_id = $7, checked_in_at = $8,
-                        ready_at = NULL, delivered_at = NULL, closed_at = NULL,
-                        rescheduled_at = NULL, updated_at = $8, version = $9
-                 WHERE device_id = $1",
-                id,
-                condition.as_str(),
-                serde_json::json!(accessories),
-                reported_issue.as_str(),
-                expected_delivery_date,
-                expected_budget.map(money),
-                technician_id.map(|t| t.as_uuid()),
-                checked_in_at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-        DeviceEvent::TicketLinked { ticket_id, .. } => {
-            sqlx::query!(
-                "INSERT INTO device_visit_tickets (device_id, visit, ticket_id)
-                 SELECT device_id, visit, $2 FROM devices WHERE device_id = $1
-                 ON CONFLICT DO NOTHING",
-                id,
-                ticket_id.as_uuid()
-            )
-            .execute(&mut *tx)
-            .await?;
-            touch_device(tx, id, at, e.version).await?;
-        }
-        DeviceEvent::DeviceReadyForDelivery { ready_at } => {
-            sqlx::query!(
-                "UPDATE devices SET service_status = 'ready_for_delivery', ready_at = $2,
-                        updated_at = $2, version = $3
-                 WHERE device_id = $1",
-                id,
-                ready_at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-        DeviceEvent::DeviceDelivered { delivered_at } => {
-            sqlx::query!(
-                "UPDATE devices SET service_status = 'delivered', delivered_at = $2,
-                        updated_at = $2, version = $3
-                 WHERE device_id = $1",
-                id,
-                delivered_at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-        DeviceEvent::DeviceClosed { closed_at } => {
-            sqlx::query!(
-                "UPDATE devices SET service_status = 'closed', closed_at = $2, visit = visit + 1,
-                        updated_at = $2, version = $3
-                 WHERE device_id = $1",
-                id,
-                closed_at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-        DeviceEvent::DeliveryRescheduled {
-            expected_delivery_date,
-            technician_id,
-            rescheduled_at,
-            ..
-        } => {
-            sqlx::query!(
-                "UPDATE devices SET expected_delivery_date = $2, technician_id = $3,
-                        rescheduled_at = $4, updated_at = $4, version = $5
-                 WHERE device_id = $1",
-                id,
-                expected_delivery_date,
-                technician_id.map(|t| t.as_uuid()),
-                rescheduled_at,
-                e.version
-            )
-            .execute(tx)
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn touch_device(
-    tx: &mut PgConnection,
-    id: Uuid,
-    at: chrono::DateTime<chrono::Utc>,
-    version: i64,
-) -> Result<(), ProjectionError> {
-    sqlx::query!(
-        "UPDATE devices SET updated_at = $2, version = $3 WHERE device_id = $1",
-        id,
-        at,
-        version
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
-}
+use super::{decode, label, money};
+use crate::{ProjectionError, Write};
 
 /// The ticket events of one batch. Writing a batch takes four statements however many
 /// events it holds: evolve the touched tickets in memory with the domain's own code (so bill,
@@ -542,18 +21,18 @@ async fn touch_device(
 /// batch continues starts from memory when the projector last left it right before; otherwise
 /// from the fold of its stream's earlier events, read from the log (a few events, one index
 /// range): the row keeps no copy of the state, which would be most of its width.
-struct TicketBatch<'a> {
-    events: Vec<(&'a RecordedEvent, Uuid, TicketEvent)>,
+pub(super) struct TicketBatch<'a> {
+    pub(super) events: Vec<(&'a RecordedEvent, Uuid, TicketEvent)>,
 }
 
 /// A ticket as the batch evolves it.
 #[derive(Clone)]
-struct Evolving {
-    ticket: Ticket,
-    settled_at: Option<chrono::DateTime<chrono::Utc>>,
-    raised_position: i64,
+pub(super) struct Evolving {
+    pub(super) ticket: Ticket,
+    pub(super) settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(super) raised_position: i64,
     /// The last event applied to it, which the row records as its version and update time.
-    last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+    pub(super) last: Option<(i64, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// Applies one event of a ticket's stream to what the projector knows of the ticket (nothing
@@ -631,14 +110,14 @@ async fn fold_stream(
 }
 
 impl<'a> TicketBatch<'a> {
-    fn push(&mut self, e: &'a RecordedEvent, id: Uuid, event: TicketEvent) {
+    pub(super) fn push(&mut self, e: &'a RecordedEvent, id: Uuid, event: TicketEvent) {
         self.events.push((e, id, event));
     }
 
     /// The notes, parts and payments the batch adds and the rows of the tickets it changes.
     /// Remembers the tickets as the batch leaves them: an entry is a pure function of its
     /// stream's events, so it is right even if the batch is never written.
-    async fn rows(
+    pub(super) async fn rows(
         self,
         log: &dyn EventStore,
         recent: &Mutex<LruCache<Uuid, Evolving>>,
@@ -715,30 +194,30 @@ impl<'a> TicketBatch<'a> {
 
 /// Notes, parts and payments of one batch, column by column.
 #[derive(Default)]
-struct Children {
-    note_id: Vec<Uuid>,
-    note_ticket: Vec<Uuid>,
-    note_position: Vec<i64>,
-    note_text: Vec<String>,
-    note_visibility: Vec<String>,
-    note_actor: Vec<String>,
-    note_added_at: Vec<chrono::DateTime<chrono::Utc>>,
-    part_ticket: Vec<Uuid>,
-    part_position: Vec<i64>,
-    part_id: Vec<Uuid>,
-    part_quantity: Vec<i32>,
-    part_unit_cost: Vec<i64>,
-    part_used_at: Vec<chrono::DateTime<chrono::Utc>>,
-    payment_id: Vec<Uuid>,
-    payment_ticket: Vec<Uuid>,
-    payment_position: Vec<i64>,
-    payment_amount: Vec<i64>,
-    payment_method: Vec<String>,
-    payment_paid_at: Vec<chrono::DateTime<chrono::Utc>>,
+pub(super) struct Children {
+    pub(super) note_id: Vec<Uuid>,
+    pub(super) note_ticket: Vec<Uuid>,
+    pub(super) note_position: Vec<i64>,
+    pub(super) note_text: Vec<String>,
+    pub(super) note_visibility: Vec<String>,
+    pub(super) note_actor: Vec<String>,
+    pub(super) note_added_at: Vec<chrono::DateTime<chrono::Utc>>,
+    pub(super) part_ticket: Vec<Uuid>,
+    pub(super) part_position: Vec<i64>,
+    pub(super) part_id: Vec<Uuid>,
+    pub(super) part_quantity: Vec<i32>,
+    pub(super) part_unit_cost: Vec<i64>,
+    pub(super) part_used_at: Vec<chrono::DateTime<chrono::Utc>>,
+    pub(super) payment_id: Vec<Uuid>,
+    pub(super) payment_ticket: Vec<Uuid>,
+    pub(super) payment_position: Vec<i64>,
+    pub(super) payment_amount: Vec<i64>,
+    pub(super) payment_method: Vec<String>,
+    pub(super) payment_paid_at: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Children {
-    fn push(&mut self, e: &RecordedEvent, id: Uuid, event: &TicketEvent) {
+    pub(super) fn push(&mut self, e: &RecordedEvent, id: Uuid, event: &TicketEvent) {
         match event {
             TicketEvent::NoteAdded {
                 note_id,
@@ -785,7 +264,7 @@ impl Children {
         }
     }
 
-    async fn insert(&self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+    pub(super) async fn insert(&self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
         if !self.note_id.is_empty() {
             sqlx::query!(
                 "INSERT INTO ticket_notes (note_id, ticket_id, position, text, visibility,
@@ -923,54 +402,60 @@ macro_rules! insert_ticket_rows {
 
 /// Ticket rows of one batch, column by column (one entry per touched ticket).
 #[derive(Default)]
-struct TicketRows {
-    ticket_id: Vec<Uuid>,
-    number: Vec<String>,
-    raised_position: Vec<i64>,
-    status: Vec<String>,
-    category: Vec<String>,
-    subject: Vec<String>,
-    description: Vec<String>,
-    severity: Vec<String>,
-    impact: Vec<i16>,
-    customer_id: Vec<Uuid>,
-    customer_tier: Vec<String>,
-    device_id: Vec<Option<Uuid>>,
-    assignee_id: Vec<Option<Uuid>>,
-    priority_score_at_raise: Vec<i32>,
-    priority_level_at_raise: Vec<String>,
-    notes: Vec<i32>,
-    quote_amount: Vec<Option<i64>>,
-    quote_description: Vec<Option<String>>,
-    quote_decision: Vec<Option<String>>,
-    approved_quote: Vec<Option<i64>>,
-    final_cost: Vec<Option<i64>>,
-    repair_summary: Vec<Option<String>>,
-    parts_cost: Vec<i64>,
-    paid: Vec<i64>,
-    bill: Vec<i64>,
-    covered: Vec<i64>,
-    balance: Vec<i64>,
-    claim_decision: Vec<Option<String>>,
-    claim_reason: Vec<Option<String>>,
-    rating: Vec<Option<i16>>,
-    feedback_comment: Vec<Option<String>>,
-    resolution: Vec<Option<String>>,
-    raised_at: Vec<Time>,
-    assigned_at: Vec<Option<Time>>,
-    started_at: Vec<Option<Time>>,
-    completed_at: Vec<Option<Time>>,
-    resolved_at: Vec<Option<Time>>,
-    closed_at: Vec<Option<Time>>,
-    cancelled_at: Vec<Option<Time>>,
-    reopened_at: Vec<Option<Time>>,
-    settled_at: Vec<Option<Time>>,
-    updated_at: Vec<Time>,
-    version: Vec<i64>,
+pub(super) struct TicketRows {
+    pub(super) ticket_id: Vec<Uuid>,
+    pub(super) number: Vec<String>,
+    pub(super) raised_position: Vec<i64>,
+    pub(super) status: Vec<String>,
+    pub(super) category: Vec<String>,
+    pub(super) subject: Vec<String>,
+    pub(super) description: Vec<String>,
+    pub(super) severity: Vec<String>,
+    pub(super) impact: Vec<i16>,
+    pub(super) customer_id: Vec<Uuid>,
+    pub(super) customer_tier: Vec<String>,
+    pub(super) device_id: Vec<Option<Uuid>>,
+    pub(super) assignee_id: Vec<Option<Uuid>>,
+    pub(super) priority_score_at_raise: Vec<i32>,
+    pub(super) priority_level_at_raise: Vec<String>,
+    pub(super) notes: Vec<i32>,
+    pub(super) quote_amount: Vec<Option<i64>>,
+    pub(super) quote_description: Vec<Option<String>>,
+    pub(super) quote_decision: Vec<Option<String>>,
+    pub(super) approved_quote: Vec<Option<i64>>,
+    pub(super) final_cost: Vec<Option<i64>>,
+    pub(super) repair_summary: Vec<Option<String>>,
+    pub(super) parts_cost: Vec<i64>,
+    pub(super) paid: Vec<i64>,
+    pub(super) bill: Vec<i64>,
+    pub(super) covered: Vec<i64>,
+    pub(super) balance: Vec<i64>,
+    pub(super) claim_decision: Vec<Option<String>>,
+    pub(super) claim_reason: Vec<Option<String>>,
+    pub(super) rating: Vec<Option<i16>>,
+    pub(super) feedback_comment: Vec<Option<String>>,
+    pub(super) resolution: Vec<Option<String>>,
+    pub(super) raised_at: Vec<Time>,
+    pub(super) assigned_at: Vec<Option<Time>>,
+    pub(super) started_at: Vec<Option<Time>>,
+    pub(super) completed_at: Vec<Option<Time>>,
+    pub(super) resolved_at: Vec<Option<Time>>,
+    pub(super) closed_at: Vec<Option<Time>>,
+    pub(super) cancelled_at: Vec<Option<Time>>,
+    pub(super) reopened_at: Vec<Option<Time>>,
+    pub(super) settled_at: Vec<Option<Time>>,
+    pub(super) updated_at: Vec<Time>,
+    pub(super) version: Vec<i64>,
 }
 
 impl TicketRows {
-    fn push(&mut self, s: &TicketState, entry: &Evolving, version: i64, updated_at: Time) {
+    pub(super) fn push(
+        &mut self,
+        s: &TicketState,
+        entry: &Evolving,
+        version: i64,
+        updated_at: Time,
+    ) {
         let claim = s.warranty_claim.as_ref();
         self.ticket_id.push(s.id.as_uuid());
         self.number.push(s.number.as_str().to_owned());
@@ -1038,7 +523,11 @@ impl TicketRows {
         self.version.push(version);
     }
 
-    async fn write(self, tx: &mut PgConnection, how: Write) -> Result<(), ProjectionError> {
+    pub(super) async fn write(
+        self,
+        tx: &mut PgConnection,
+        how: Write,
+    ) -> Result<(), ProjectionError> {
         if self.ticket_id.is_empty() {
             return Ok(());
         }
