@@ -1,6 +1,5 @@
 //! The `ledger` binary's wiring: configuration, the embedded PostgreSQL, and `serve`.
 
-pub mod bench;
 mod config;
 mod embedded;
 mod listener;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 /// glibc's allocator spent ~15 % of `serve`'s CPU in malloc/free (and in consolidating its
-/// arenas) under load, measured with perf during `ledger bench`; mimalloc keeps per-thread
+/// arenas) under load, measured with perf during the benchmark (`ledger-bench`); mimalloc keeps per-thread
 /// free lists.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -75,30 +75,6 @@ enum Commands {
     },
     /// Print the GraphQL schema (SDL); `schema.graphql` at the root is its output.
     Schema,
-    /// Run the benchmark: pgbench's limits, store appends, HTTP commands at 1/8/32/128 clients,
-    /// visibility at 1,000 commands/s, a generated log, live catch-up, GraphQL reads, rebuilds;
-    /// peak RSS of `ledger serve` per scenario. Prints a table and writes JSON.
-    Bench {
-        /// Use this server (a fresh database is created on it) instead of an embedded one.
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        /// Seconds per load step.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Events in the generated log (rebuild and read scenarios).
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        /// Where to write the JSON report.
-        #[arg(long, default_value = "bench-results.json")]
-        output: PathBuf,
-        /// Run only these scenarios (comma-separated); pgbench always runs, for the ratios.
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<ledger::bench::Scenario>,
-        /// Keep the database created on DATABASE_URL (to profile `ledger rebuild` or queries
-        /// against the generated log afterwards); its name is printed.
-        #[arg(long, requires = "database_url")]
-        keep_database: bool,
-    },
     /// Load demo data (customers, technicians, a device, parts, tickets) and demo accounts,
     /// and print the accounts' passwords. Does nothing if the demo data is already there.
     Seed {
@@ -155,12 +131,7 @@ enum Commands {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // The benchmark's rebuilds build their indexes on purpose; sqlx's slow-statement warnings
-    // about them would only interleave with its table.
-    let default_filter = match cli.command {
-        Commands::Bench { .. } => "info,sqlx=warn,sqlx::query=error,tower_http=warn",
-        _ => "info,sqlx=warn,tower_http=warn",
-    };
+    let default_filter = "info,sqlx=warn,tower_http=warn";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -239,27 +210,6 @@ async fn run(command: Commands) -> anyhow::Result<()> {
             .await?;
             bar.finish_and_clear();
             println!("copied and verified {copied} events");
-            Ok(())
-        }
-        Commands::Bench {
-            database_url,
-            seconds,
-            events,
-            output,
-            only,
-            keep_database,
-        } => {
-            let report = ledger::bench::run(ledger::bench::BenchOptions {
-                keep_database,
-                database_url: database_url.filter(|u| !u.is_empty()),
-                seconds,
-                events,
-                output: output.clone(),
-                only,
-            })
-            .await?;
-            print!("{}", ledger::bench::table(&report));
-            println!("JSON report: {}", output.display());
             Ok(())
         }
         Commands::Schema => {

@@ -1,4 +1,4 @@
-//! `ledger bench`: the project's benchmark. Runs every scenario against a fresh database (the
+//! `ledger-bench`: the project's benchmark. Runs every scenario against a fresh database (the
 //! embedded cluster by default, with `fsync` and `synchronous_commit` on), prints a table and
 //! writes JSON. See BENCHMARKS.md for figures and findings.
 
@@ -23,7 +23,7 @@ use stream_store::{
 };
 use uuid::Uuid;
 
-use crate::EmbeddedPostgres;
+use ledger::EmbeddedPostgres;
 
 mod subscriptions;
 
@@ -93,9 +93,25 @@ struct Server {
     base: String,
 }
 
+/// The `ledger` binary the server runs: `LEDGER_BIN`, else the one built beside this one
+/// (`cargo build --release --workspace` builds both).
+fn ledger_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("LEDGER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let beside = std::env::current_exe()?.with_file_name("ledger");
+    if !beside.exists() {
+        bail!(
+            "no ledger binary at {} (build it: cargo build --release --workspace, or set LEDGER_BIN)",
+            beside.display()
+        );
+    }
+    Ok(beside)
+}
+
 impl Server {
     fn start(url: &str) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut child = Command::new(ledger_binary()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
             .env("LEDGER_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("LEDGER_JWT_SECRET", JWT_SECRET)
@@ -815,7 +831,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Value> {
         Some((base, _)) => format!("{base}/{name}"),
         None => bail!("DATABASE_URL must name a database"),
     };
-    let pool = crate::connect_and_migrate(&url).await?;
+    let pool = ledger::connect_and_migrate(&url).await?;
     sqlx::query("CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, v DOUBLE PRECISION)")
         .execute(&pool)
         .await?;
