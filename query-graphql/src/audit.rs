@@ -30,7 +30,7 @@ impl AuditFilter {
     fn correlation(&self) -> Result<Option<Uuid>> {
         self.correlation_id
             .as_ref()
-            .map(crate::tickets::parse_id)
+            .map(crate::types::parse_id)
             .transpose()
     }
 }
@@ -163,7 +163,7 @@ pub struct AuditQueries;
 #[Object]
 impl AuditQueries {
     /// Every event of the store, oldest first, filtered.
-    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
+    #[graphql(complexity = "crate::types::page_cost(first, child_complexity)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

@@ -7,8 +7,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::gql;
-use crate::tickets::{parse_id, PartyRef};
 use crate::types::{page, window, Decision, Money, Page, ServiceStatus, WarrantyStatus};
+use crate::types::{parse_id, PartyRef};
 use crate::Settings;
 
 #[derive(SimpleObject)]
@@ -119,7 +119,7 @@ impl Device {
     }
 
     /// Warranty claims on this device's tickets.
-    #[graphql(complexity = "crate::tickets::list_cost(child_complexity)")]
+    #[graphql(complexity = "crate::types::list_cost(child_complexity)")]
     async fn warranty_claims(&self, ctx: &Context<'_>) -> Result<Vec<DeviceClaim>> {
         let pool = ctx.data::<PgPool>()?;
         let id = parse_id(&self.id)?;
@@ -438,7 +438,7 @@ impl DeviceQueries {
     }
 
     /// Devices, filtered, soonest warranty expiry first.
-    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
+    #[graphql(complexity = "crate::types::page_cost(first, child_complexity)")]
     async fn devices(
         &self,
         ctx: &Context<'_>,
@@ -469,7 +469,7 @@ impl DeviceQueries {
     }
 
     /// Devices whose warranty ends within `days` days from today.
-    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
+    #[graphql(complexity = "crate::types::page_cost(first, child_complexity)")]
     async fn devices_expiring_within(
         &self,
         ctx: &Context<'_>,
@@ -485,7 +485,7 @@ impl DeviceQueries {
     }
 
     /// Devices past their expected delivery date.
-    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
+    #[graphql(complexity = "crate::types::page_cost(first, child_complexity)")]
     async fn overdue_deliveries(
         &self,
         ctx: &Context<'_>,

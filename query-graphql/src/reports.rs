@@ -298,7 +298,7 @@ impl ReportQueries {
     }
 
     /// Metrics of every technician (by name) over the tickets raised in the range.
-    #[graphql(complexity = "crate::tickets::page_cost(first, child_complexity)")]
+    #[graphql(complexity = "crate::types::page_cost(first, child_complexity)")]
     async fn technician_performance(
         &self,
         ctx: &Context<'_>,
@@ -329,7 +329,7 @@ impl ReportQueries {
 
     /// One technician with their metrics over all their tickets.
     async fn technician(&self, ctx: &Context<'_>, id: ID) -> Result<Option<TechnicianPerformance>> {
-        let id = crate::tickets::parse_id(&id)?;
+        let id = crate::types::parse_id(&id)?;
         let who = crate::access::principal(ctx)?;
         let own = who.technician_id.map(|t| t.as_uuid()) == Some(id);
         if !own {

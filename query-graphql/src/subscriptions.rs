@@ -10,7 +10,8 @@ use crate::access::{principal, require_ticket};
 use crate::error::{gql, QueryError};
 pub use crate::live::QueueChange;
 use crate::live::{queue, QueueFeed, TicketFeed};
-use crate::tickets::{load, parse_id, with_priority, Ticket};
+use crate::tickets::{load, with_priority, Ticket};
+use crate::types::parse_id;
 use crate::Settings;
 use domain::access::Role;
 

@@ -322,3 +322,44 @@ mod tests {
         assert_eq!(parse_money("abc"), None);
     }
 }
+
+/// An id from the API as a UUID, or a bad-input error.
+pub fn parse_id(id: &async_graphql::ID) -> async_graphql::Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id.as_str()).map_err(|_| {
+        crate::error::gql(crate::error::QueryError::BadInput(format!(
+            "{:?} is not a valid id",
+            id.as_str()
+        )))
+    })
+}
+
+// Another record named by a ticket or a device (its customer, technician, part).
+#[derive(async_graphql::SimpleObject, Clone)]
+pub struct PartyRef {
+    pub id: async_graphql::ID,
+    pub name: String,
+}
+
+/// What a field that runs its own SQL query costs beyond its children (a list query, or a
+/// list below each item of a page): aliasing one such field hundreds of times is refused.
+pub(crate) const QUERY_COST: usize = 25;
+/// Items a list without paging (a ticket's notes, parts, payments, history) is charged for.
+pub(crate) const UNPAGED_ITEMS: usize = 10;
+
+/// A page costs its query, and its node's complexity once per requested item.
+pub(crate) fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first
+        .map_or(crate::types::DEFAULT_PAGE, i64::from)
+        .clamp(1, crate::types::MAX_PAGE);
+    usize::try_from(items)
+        .unwrap_or(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(QUERY_COST)
+}
+
+/// An unpaged list below a ticket: its query, and its items as `UNPAGED_ITEMS`.
+pub(crate) fn list_cost(child_complexity: usize) -> usize {
+    child_complexity
+        .saturating_mul(UNPAGED_ITEMS)
+        .saturating_add(QUERY_COST)
+}

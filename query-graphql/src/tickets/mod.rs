@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::access::{principal, require_ticket};
 use crate::error::{gql, QueryError};
+pub(crate) use crate::types::{list_cost, page_cost, parse_id, PartyRef, QUERY_COST};
 use crate::types::{
     page, window, CustomerTier, Decision, Money, NoteVisibility, Page, PriorityLevel, Severity,
     TicketCategory, TicketStatus,
@@ -32,20 +33,10 @@ use cache::fetch;
 pub(crate) use cache::{load, rows_by_id, TicketCache, TicketLoader};
 pub use history::{Actor, HistoryEvent};
 use listing::{list, Query};
-pub(crate) use listing::{list_cost, page_cost, QUERY_COST};
 pub use queries::TicketQueries;
 use queue::{plain_queue, queue_head, ACTIVE, QUEUE_HEAD};
 use row::current_priority;
 pub(crate) use row::{with_priority, TicketRow};
-
-pub fn parse_id(id: &ID) -> Result<Uuid> {
-    Uuid::parse_str(id.as_str()).map_err(|_| {
-        gql(QueryError::BadInput(format!(
-            "{:?} is not a valid id",
-            id.as_str()
-        )))
-    })
-}
 
 /// Filters for ticket lists; all optional, combined with AND.
 #[derive(InputObject, Default, Clone)]
@@ -130,12 +121,6 @@ pub struct Ticket {
     /// When the balance last reached zero.
     pub settled_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
-}
-
-#[derive(SimpleObject, Clone)]
-pub struct PartyRef {
-    pub id: ID,
-    pub name: String,
 }
 
 #[derive(SimpleObject, Clone, Copy)]
