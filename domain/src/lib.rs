@@ -17,6 +17,8 @@ mod reservation;
 #[cfg(test)]
 mod rules_tests;
 mod technician;
+#[cfg(test)]
+mod testing;
 mod ticket;
 mod user;
 mod values;

@@ -1,15 +1,12 @@
 //! One test per rule of the customer, technician, device and part aggregates, and the part's
 //! stock invariant under random sequences.
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{Duration, NaiveDate};
 use proptest::prelude::*;
 use uuid::Uuid;
 
+use crate::testing::{given_commands, now};
 use crate::*;
-
-fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
-}
 
 fn today() -> NaiveDate {
     now().date_naive()
@@ -17,27 +14,6 @@ fn today() -> NaiveDate {
 
 fn text(s: &str) -> Text {
     Text::parse("text", s, 500).unwrap()
-}
-
-fn run<A: Aggregate>(given: Vec<A::Command>, when: A::Command) -> Result<Vec<A::Event>, DomainError>
-where
-    A::Event: Clone,
-{
-    let mut events: Vec<A::Event> = Vec::new();
-    for c in given {
-        let new = replay::<A>(&events)
-            .decide(c, now())
-            .unwrap_or_else(|e| panic!("given command refused: {e}"));
-        events.extend(new);
-    }
-    replay::<A>(&events).decide(when, now())
-}
-
-fn code<T: std::fmt::Debug>(result: Result<T, DomainError>) -> &'static str {
-    match result {
-        Err(e) => e.code(),
-        Ok(v) => panic!("accepted: {v:?}"),
-    }
 }
 
 fn customer_id() -> CustomerId {
@@ -57,47 +33,29 @@ fn register_customer() -> CustomerCommand {
 
 #[test]
 fn customer_rules() {
-    assert_eq!(
-        code(run::<Customer>(
-            vec![register_customer()],
-            register_customer()
-        )),
-        "CUSTOMER_ALREADY_REGISTERED"
-    );
-    assert_eq!(
-        code(run::<Customer>(
-            vec![],
-            CustomerCommand::ChangeTier { tier: Tier::Paid }
-        )),
-        "NOT_FOUND"
-    );
-    assert_eq!(
-        code(run::<Customer>(
-            vec![register_customer()],
-            CustomerCommand::ChangeTier { tier: Tier::Free }
-        )),
-        "NOTHING_TO_CHANGE"
-    );
+    given_commands::<Customer>(vec![register_customer()])
+        .when(register_customer())
+        .then_refused("CUSTOMER_ALREADY_REGISTERED");
+    given_commands::<Customer>(vec![])
+        .when(CustomerCommand::ChangeTier { tier: Tier::Paid })
+        .then_refused("NOT_FOUND");
+    given_commands::<Customer>(vec![register_customer()])
+        .when(CustomerCommand::ChangeTier { tier: Tier::Free })
+        .then_refused("NOTHING_TO_CHANGE");
     let same_name = UpdateCustomer {
         name: Some(text("Ana")),
         ..Default::default()
     };
-    assert_eq!(
-        code(run::<Customer>(
-            vec![register_customer()],
-            CustomerCommand::Update(same_name)
-        )),
-        "NOTHING_TO_CHANGE"
-    );
-    let events = run::<Customer>(
-        vec![register_customer()],
-        CustomerCommand::Update(UpdateCustomer {
+    given_commands::<Customer>(vec![register_customer()])
+        .when(CustomerCommand::Update(same_name))
+        .then_refused("NOTHING_TO_CHANGE");
+    let events = given_commands::<Customer>(vec![register_customer()])
+        .when(CustomerCommand::Update(UpdateCustomer {
             name: Some(text("Ana Souza")),
             location: Some(text("Recife")),
             ..Default::default()
-        }),
-    )
-    .unwrap();
+        }))
+        .events();
     let CustomerEvent::CustomerUpdated {
         name,
         email,
@@ -127,25 +85,16 @@ fn onboard() -> TechnicianCommand {
 
 #[test]
 fn technician_rules() {
-    assert_eq!(
-        code(run::<Technician>(vec![onboard()], onboard())),
-        "TECHNICIAN_ALREADY_ONBOARDED"
-    );
-    assert_eq!(
-        code(run::<Technician>(
-            vec![],
-            TechnicianCommand::Deactivate { reason: None }
-        )),
-        "NOT_FOUND"
-    );
+    given_commands::<Technician>(vec![onboard()])
+        .when(onboard())
+        .then_refused("TECHNICIAN_ALREADY_ONBOARDED");
+    given_commands::<Technician>(vec![])
+        .when(TechnicianCommand::Deactivate { reason: None })
+        .then_refused("NOT_FOUND");
     let deactivate = || TechnicianCommand::Deactivate { reason: None };
-    assert_eq!(
-        code(run::<Technician>(
-            vec![onboard(), deactivate()],
-            deactivate()
-        )),
-        "TECHNICIAN_ALREADY_INACTIVE"
-    );
+    given_commands::<Technician>(vec![onboard(), deactivate()])
+        .when(deactivate())
+        .then_refused("TECHNICIAN_ALREADY_INACTIVE");
 }
 
 fn register_device(purchase: NaiveDate, months: i64) -> DeviceCommand {
@@ -186,102 +135,68 @@ fn device_rules() {
     if let DeviceCommand::Register(r) = &mut no_customer {
         r.customer = None;
     }
-    assert_eq!(
-        code(run::<Device>(vec![registered()], registered())),
-        "DEVICE_ALREADY_REGISTERED"
-    );
-    assert_eq!(code(run::<Device>(vec![], no_customer)), "UNKNOWN_CUSTOMER");
-    assert_eq!(
-        code(run::<Device>(
-            vec![],
-            register_device(today() + Duration::days(1), 12)
-        )),
-        "PURCHASE_DATE_IN_FUTURE"
-    );
-    assert_eq!(
-        code(run::<Device>(vec![], register_device(today(), -1))),
-        "INVALID_WARRANTY_MONTHS"
-    );
-    assert_eq!(
-        code(run::<Device>(
-            vec![registered()],
-            DeviceCommand::ExtendWarranty {
-                months: 0,
-                reason: None
-            }
-        )),
-        "INVALID_WARRANTY_EXTENSION"
-    );
-    assert_eq!(
-        code(run::<Device>(vec![], DeviceCommand::Deliver)),
-        "NOT_FOUND"
-    );
-    assert_eq!(
-        code(run::<Device>(
-            vec![registered()],
-            check_in(today() - Duration::days(1), None)
-        )),
-        "DELIVERY_DATE_IN_PAST"
-    );
+    given_commands::<Device>(vec![registered()])
+        .when(registered())
+        .then_refused("DEVICE_ALREADY_REGISTERED");
+    given_commands::<Device>(vec![])
+        .when(no_customer)
+        .then_refused("UNKNOWN_CUSTOMER");
+    given_commands::<Device>(vec![])
+        .when(register_device(today() + Duration::days(1), 12))
+        .then_refused("PURCHASE_DATE_IN_FUTURE");
+    given_commands::<Device>(vec![])
+        .when(register_device(today(), -1))
+        .then_refused("INVALID_WARRANTY_MONTHS");
+    given_commands::<Device>(vec![registered()])
+        .when(DeviceCommand::ExtendWarranty {
+            months: 0,
+            reason: None,
+        })
+        .then_refused("INVALID_WARRANTY_EXTENSION");
+    given_commands::<Device>(vec![])
+        .when(DeviceCommand::Deliver)
+        .then_refused("NOT_FOUND");
+    given_commands::<Device>(vec![registered()])
+        .when(check_in(today() - Duration::days(1), None))
+        .then_refused("DELIVERY_DATE_IN_PAST");
     let inactive = TechnicianFacts {
         id: TechnicianId::from_uuid(Uuid::from_u128(2)),
         active: false,
     };
-    assert_eq!(
-        code(run::<Device>(
-            vec![registered()],
-            check_in(today(), Some(inactive))
-        )),
-        "TECHNICIAN_INACTIVE"
-    );
-    assert_eq!(
-        code(run::<Device>(
-            vec![registered(), check_in(today(), None)],
-            DeviceCommand::Deliver
-        )),
-        "INVALID_TRANSITION"
-    );
-    assert_eq!(
-        code(run::<Device>(
-            vec![registered(), check_in(today(), None)],
-            check_in(today(), None)
-        )),
-        "INVALID_TRANSITION"
-    );
+    given_commands::<Device>(vec![registered()])
+        .when(check_in(today(), Some(inactive)))
+        .then_refused("TECHNICIAN_INACTIVE");
+    given_commands::<Device>(vec![registered(), check_in(today(), None)])
+        .when(DeviceCommand::Deliver)
+        .then_refused("INVALID_TRANSITION");
+    given_commands::<Device>(vec![registered(), check_in(today(), None)])
+        .when(check_in(today(), None))
+        .then_refused("INVALID_TRANSITION");
     let delivered = vec![
         registered(),
         check_in(today(), None),
         DeviceCommand::MarkReadyForDelivery,
         DeviceCommand::Deliver,
     ];
-    assert_eq!(
-        code(run::<Device>(
-            delivered.clone(),
-            DeviceCommand::Close {
-                outstanding: Money::parse("x", 1).unwrap()
-            }
-        )),
-        "BILL_NOT_SETTLED"
-    );
-    assert!(run::<Device>(
-        delivered,
-        DeviceCommand::Close {
+    given_commands::<Device>(delivered.clone())
+        .when(DeviceCommand::Close {
+            outstanding: Money::parse("x", 1).unwrap(),
+        })
+        .then_refused("BILL_NOT_SETTLED");
+    assert!(given_commands::<Device>(delivered)
+        .when(DeviceCommand::Close {
             outstanding: Money::ZERO
-        }
-    )
-    .is_ok());
+        })
+        .0
+        .is_ok());
     let reschedule = DeviceCommand::RescheduleDelivery {
         expected_delivery_date: today() + Duration::days(2),
         technician_id: None,
         technician: None,
     };
-    assert_eq!(
-        code(run::<Device>(
-            vec![registered(), check_in(today(), None)],
-            reschedule
-        )),
-        "DELIVERY_NOT_OVERDUE"
-    );
+    given_commands::<Device>(vec![registered(), check_in(today(), None)])
+        .when(reschedule)
+        .then_refused("DELIVERY_NOT_OVERDUE");
 }
 
 #[test]
@@ -292,14 +207,12 @@ fn warranty_expiry_is_purchase_plus_months_and_extends() {
         NaiveDate::from_ymd_opt(2025, 2, 28).unwrap()
     );
     assert_eq!(warranty_expiry(purchase, 0), purchase);
-    let events = run::<Device>(
-        vec![register_device(purchase, 12)],
-        DeviceCommand::ExtendWarranty {
+    let events = given_commands::<Device>(vec![register_device(purchase, 12)])
+        .when(DeviceCommand::ExtendWarranty {
             months: 6,
             reason: None,
-        },
-    )
-    .unwrap();
+        })
+        .events();
     let DeviceEvent::WarrantyExtended {
         warranty_expires_on,
         ..
@@ -332,36 +245,31 @@ fn use_part(quantity: u32) -> PartCommand {
 
 #[test]
 fn part_rules() {
-    assert_eq!(
-        code(run::<Part>(vec![add_part(1)], add_part(1))),
-        "PART_ALREADY_ADDED"
-    );
-    assert_eq!(code(run::<Part>(vec![], use_part(1))), "NOT_FOUND");
-    assert_eq!(
-        code(run::<Part>(vec![add_part(1)], use_part(2))),
-        "INSUFFICIENT_STOCK"
-    );
-    assert_eq!(
-        code(run::<Part>(
-            vec![add_part(1)],
-            PartCommand::AdjustStock {
-                delta: -2,
-                reason: text("count")
-            }
-        )),
-        "INSUFFICIENT_STOCK"
-    );
-    assert_eq!(
-        code(run::<Part>(
-            vec![add_part(1)],
-            PartCommand::AdjustStock {
-                delta: 0,
-                reason: text("count")
-            }
-        )),
-        "NOTHING_TO_CHANGE"
-    );
-    assert!(run::<Part>(vec![add_part(1)], use_part(1)).is_ok());
+    given_commands::<Part>(vec![add_part(1)])
+        .when(add_part(1))
+        .then_refused("PART_ALREADY_ADDED");
+    given_commands::<Part>(vec![])
+        .when(use_part(1))
+        .then_refused("NOT_FOUND");
+    given_commands::<Part>(vec![add_part(1)])
+        .when(use_part(2))
+        .then_refused("INSUFFICIENT_STOCK");
+    given_commands::<Part>(vec![add_part(1)])
+        .when(PartCommand::AdjustStock {
+            delta: -2,
+            reason: text("count"),
+        })
+        .then_refused("INSUFFICIENT_STOCK");
+    given_commands::<Part>(vec![add_part(1)])
+        .when(PartCommand::AdjustStock {
+            delta: 0,
+            reason: text("count"),
+        })
+        .then_refused("NOTHING_TO_CHANGE");
+    assert!(given_commands::<Part>(vec![add_part(1)])
+        .when(use_part(1))
+        .0
+        .is_ok());
 }
 
 fn any_part_command() -> impl Strategy<Value = PartCommand> {

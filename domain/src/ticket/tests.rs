@@ -1,16 +1,13 @@
 //! Given / when / then tests of the ticket aggregate, with a fixed clock: one per rule, and
 //! property tests over random command sequences.
 
-use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use chrono::{Duration, NaiveDate};
 use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
+use crate::testing::{given_commands, now};
 use crate::{replay, EventPayload};
-
-fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
-}
 
 fn tech(n: u128) -> TechnicianId {
     TechnicianId::from_uuid(Uuid::from_u128(n))
@@ -158,29 +155,12 @@ fn with(
     given
 }
 
-/// Given the events of `commands` applied in order, when `command`, then the result.
-fn given_when(
-    commands: Vec<TicketCommand>,
-    command: TicketCommand,
-) -> Result<Vec<TicketEvent>, DomainError> {
-    let mut events = Vec::new();
-    for c in commands {
-        let state: Ticket = replay(&events);
-        events.extend(state.decide(c, now()).expect("given command is accepted"));
-    }
-    replay::<Ticket>(&events).decide(command, now())
-}
-
 fn state_after(commands: Vec<TicketCommand>) -> TicketState {
-    let mut events = Vec::new();
-    for c in commands {
-        events.extend(
-            replay::<Ticket>(&events)
-                .decide(c, now())
-                .expect("accepted"),
-        );
-    }
-    replay::<Ticket>(&events).state().cloned().expect("raised")
+    given_commands::<Ticket>(commands)
+        .state()
+        .state()
+        .cloned()
+        .expect("raised")
 }
 
 #[test]
@@ -462,7 +442,7 @@ fn every_ticket_rule_refuses_with_its_code() {
         ),
     ];
     for (name, given, when, code) in cases {
-        match given_when(given, when) {
+        match given_commands::<Ticket>(given).when(when).0 {
             Err(e) => assert_eq!(e.code(), code, "{name}: {e}"),
             Ok(events) => panic!("{name}: accepted with {events:?}"),
         }
@@ -471,7 +451,7 @@ fn every_ticket_rule_refuses_with_its_code() {
 
 #[test]
 fn raising_records_the_number_priority_and_customer_tier() {
-    let events = given_when(vec![], raise()).unwrap();
+    let events = given_commands::<Ticket>(vec![]).when(raise()).events();
     let [TicketEvent::TicketRaised {
         number,
         customer_tier,
@@ -495,7 +475,9 @@ fn raising_records_the_number_priority_and_customer_tier() {
 
 #[test]
 fn reassignment_records_the_previous_technician() {
-    let events = given_when(vec![raise(), assign(1, true)], assign(2, true)).unwrap();
+    let events = given_commands::<Ticket>(vec![raise(), assign(1, true)])
+        .when(assign(2, true))
+        .events();
     assert_eq!(
         events,
         vec![TicketEvent::TechnicianAssigned {
@@ -576,7 +558,11 @@ fn a_limited_warranty_claim_leaves_the_rest_to_pay() {
     let s = state_after(with(given.clone(), [pay(200)]));
     assert_eq!((s.covered(), s.balance()), (money(800), Money::ZERO));
     assert_eq!(
-        given_when(given, pay(201)).unwrap_err().code(),
+        given_commands::<Ticket>(given)
+            .when(pay(201))
+            .0
+            .unwrap_err()
+            .code(),
         "OVERPAYMENT"
     );
 }
