@@ -65,7 +65,11 @@ impl EmbeddedPostgres {
         let privilege = Privilege::choose(&bin, &root)?;
         let pgdata = root.join("pg");
         let password_file = root.join("pg-password");
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+        let mode = match privilege {
+            Privilege::AsIs => 0o700,
+            Privilege::Unprivileged { .. } => privilege::DATA_DIR_MODE,
+        };
+        fs::set_permissions(&root, fs::Permissions::from_mode(mode))
             .map_err(io_err("restricting the data directory"))?;
 
         if !pgdata.join("PG_VERSION").exists() {
@@ -105,12 +109,16 @@ impl EmbeddedPostgres {
             Some(p) if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() => p,
             _ => free_port()?,
         };
-        fs::write(&port_file, port.to_string()).map_err(io_err("writing pg-port"))?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("postgres.log"))
-            .map_err(io_err("opening postgres.log"))?;
+        // Written anew, never through whatever an older version's server user left there.
+        let _ = fs::remove_file(&port_file);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&port_file)
+            .and_then(|mut f| f.write_all(port.to_string().as_bytes()))
+            .map_err(io_err("writing pg-port"))?;
+        let log = open_log(&root.join("postgres.log")).map_err(io_err("opening postgres.log"))?;
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D")
             .arg(privilege.seen(&pgdata))
@@ -331,6 +339,26 @@ fn spawn_supervised(
         .map_err(|_| EmbeddedError::Failed("PostgreSQL supervisor thread died".into()))?
         .map_err(io_err("starting postgres"))?;
     Ok((pid, exit_rx))
+}
+
+/// The server's log, appended to; a link left in its place (by an older version's server
+/// user) is replaced by a new file, never written through.
+fn open_log(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let open = || {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open() {
+        Ok(file) if file.metadata()?.is_file() && file.metadata()?.nlink() == 1 => Ok(file),
+        Ok(_) | Err(_) => {
+            fs::remove_file(path)?;
+            open()
+        }
+    }
 }
 
 /// The text of a file in the data directory, without following a link put in its place.

@@ -1,8 +1,9 @@
 //! The HTTP server's accept loop, with the limits a hostile client meets before any handler:
 //! at most `MAX_CONNECTIONS` open at once (past it new ones wait in the kernel's backlog until
 //! one closes), a request's head read within `HEADER_READ_TIMEOUT` (no slow or idle client
-//! keeps a place for long), and a head of at most `MAX_HEAD_BYTES`. After a WebSocket upgrade
-//! the connection is the socket's own (its limits are in query-graphql's `websocket`).
+//! keeps a place for long), and a head of at most `MAX_HEAD_BYTES`. A connection upgraded to a
+//! WebSocket keeps its place until the socket closes (its other limits are in query-graphql's
+//! `websocket`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,11 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 /// Connections open at once (HTTP keep-alive and WebSockets alike).
@@ -68,6 +74,12 @@ pub async fn serve(
             let answer = app.clone().oneshot(request.map(axum::body::Body::new));
             async move { Ok::<_, Infallible>(answer.await.unwrap_or_else(|e| match e {})) }
         });
+        // The place goes with the socket: an upgraded connection (a WebSocket) keeps it until
+        // the socket closes, after hyper has handed it over.
+        let stream = CappedStream {
+            io: stream,
+            _slot: slot,
+        };
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -85,11 +97,57 @@ pub async fn serve(
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
-            drop((slot, closing));
+            drop(closing);
         });
     }
     drop((listener, watching));
     let _ = closing.send(true);
     closing.closed().await;
     Ok(())
+}
+
+/// An accepted connection holding its place until dropped.
+struct CappedStream {
+    io: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

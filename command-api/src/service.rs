@@ -1138,12 +1138,6 @@ fn event_id(command_id: Uuid, i: usize) -> Uuid {
     derive_id(command_id, i.to_string().as_bytes())
 }
 
-/// An id derived from `base` and `name`: their v5 hash (the same inputs give the same id)
-/// under `base`'s first 48 bits, which in a UUIDv7 are its millisecond timestamp. The log's
-/// unique index on event ids and its index on command ids then grow at their right edge, as
-/// for the server's v7 ids, instead of taking each derived id at a random leaf (BENCHMARKS.md,
-/// seventeenth round). A UUIDv8 ("custom"): 74 bits of hash stay, as many random bits as a v7
-/// has, so two ids of one millisecond collide no more often than two v7s would.
 /// HMAC-SHA256 of `message` under `key`.
 pub(crate) fn keyed(key: &[u8], message: &[u8]) -> [u8; 32] {
     use hmac::Mac;
@@ -1154,6 +1148,12 @@ pub(crate) fn keyed(key: &[u8], message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// An id derived from `base` and `name`: their v5 hash (the same inputs give the same id)
+/// under `base`'s first 48 bits, which in a UUIDv7 are its millisecond timestamp. The log's
+/// unique index on event ids and its index on command ids then grow at their right edge, as
+/// for the server's v7 ids, instead of taking each derived id at a random leaf (BENCHMARKS.md,
+/// seventeenth round). A UUIDv8 ("custom"): 74 bits of hash stay, as many random bits as a v7
+/// has, so two ids of one millisecond collide no more often than two v7s would.
 pub(crate) fn derive_id(base: Uuid, name: &[u8]) -> Uuid {
     let mut bytes = *Uuid::new_v5(&base, name).as_bytes();
     bytes[..6].copy_from_slice(&base.as_bytes()[..6]);

@@ -41,7 +41,17 @@ impl Privilege {
             return Ok(Privilege::AsIs);
         }
         let (uid, gid) = server_user()?;
-        give(root, uid, gid)?;
+        // The data directory stays root's, and only the cluster in it is the server's: the
+        // files root writes there (the port, the log, the password) cannot be swapped for
+        // links by the server's user, who may only pass through it to the cluster.
+        take_back(root)?;
+        let pgdata = root.join("pg");
+        match fs::create_dir(&pgdata) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(format!("creating {}", pgdata.display()))(e)),
+        }
+        give(&pgdata, uid, gid)?;
         let view = view_of(root)?;
         let mounted = Privilege::Unprivileged {
             uid,
@@ -220,7 +230,20 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
 }
 
-/// Gives the data directory and everything in it to the server's user (a cluster made by an
+/// Makes the data directory root's again (a version before this one gave it to the server's
+/// user), passable but not writable by others. Its own path is trusted: its parent is not the
+/// server's.
+fn take_back(root: &Path) -> Result<(), EmbeddedError> {
+    std::os::unix::fs::lchown(root, Some(0), Some(0))
+        .and_then(|()| fs::set_permissions(root, fs::Permissions::from_mode(DATA_DIR_MODE)))
+        .map_err(io_err(format!("taking back {}", root.display())))
+}
+
+/// The data directory's mode when the server runs as another user: it passes through to the
+/// cluster, and can neither list nor change the directory.
+pub(super) const DATA_DIR_MODE: u32 = 0o711;
+
+/// Gives the cluster directory and everything in it to the server's user (a cluster made by an
 /// older version may belong to root). The server's user owns the directory already when this
 /// runs as root again, and could swap any entry for a link meanwhile: each entry is opened
 /// relative to its parent's descriptor and without following links, and changed through the

@@ -111,6 +111,23 @@ async fn the_embedded_cluster_is_reused_and_never_outlives_ledger() {
         owners,
         "files outside the data directory changed hands"
     );
+    // Started by root, the data directory stays root's and closed to the server's user (who
+    // may only pass through to the cluster): what root writes there cannot be swapped.
+    if unsafe { libc::geteuid() } == 0 {
+        let meta = std::fs::metadata(&data_dir).unwrap();
+        assert_eq!(
+            (
+                std::os::unix::fs::MetadataExt::uid(&meta),
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
+            ),
+            (0, 0o711)
+        );
+        assert_ne!(
+            owner(&data_dir.join("pg")),
+            0,
+            "the cluster is the server's"
+        );
+    }
 
     // Killed outright, ledger still takes its PostgreSQL down with it.
     let postgres = postmaster_pid(&data_dir).expect("postmaster.pid while serving");

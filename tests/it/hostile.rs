@@ -1105,6 +1105,40 @@ async fn connections_are_capped() {
         .await
         .map(|r| r.status().as_u16());
     assert_eq!(refused.ok(), Some(431), "a head past the limit");
+
+    // A connection upgraded to a WebSocket keeps its place while the socket is open (its
+    // session has 10 s to start: long enough to fill every place).
+    let ws = format!("ws://{address}/graphql/ws");
+    let mut sockets = Vec::new();
+    for _ in 0..ledger::MAX_CONNECTIONS {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = ws.as_str().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        sockets.push(
+            tokio_tungstenite::connect_async(request)
+                .await
+                .expect("upgrade")
+                .0,
+        );
+    }
+    assert!(
+        impatient.get(&health).send().await.is_err(),
+        "answered past the cap while every place was a WebSocket"
+    );
+    drop(sockets);
+    let answered = eventually(
+        Duration::from_secs(20),
+        "an answer once the sockets closed",
+        || async {
+            let r = impatient.get(&health).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(answered, ());
 }
 
 /// Two registrations of one device racing: the refused one gives back no serial that the
