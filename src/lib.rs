@@ -10,7 +10,7 @@ mod serve;
 
 pub use config::Config;
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
-pub use listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
+pub use listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES, WRITE_STALL_TIMEOUT};
 pub use migrate::{migrate, open_store};
 pub use replay::replay;
 pub use seed::seed_demo;

@@ -1,7 +1,8 @@
 //! The HTTP server's accept loop, with the limits a hostile client meets before any handler:
 //! at most `MAX_CONNECTIONS` open at once (past it new ones wait in the kernel's backlog until
 //! one closes), a request's head read within `HEADER_READ_TIMEOUT` (no slow or idle client
-//! keeps a place for long), and a head of at most `MAX_HEAD_BYTES`. A connection upgraded to a
+//! keeps a place for long), a head of at most `MAX_HEAD_BYTES`, and answers the peer reads (a
+//! write waits at most `WRITE_STALL_TIMEOUT`). A connection upgraded to a
 //! WebSocket keeps its place until the socket closes (its other limits are in query-graphql's
 //! `websocket`).
 
@@ -27,6 +28,8 @@ use tower::ServiceExt;
 pub const MAX_CONNECTIONS: usize = 512;
 /// Time to send a request's head, from the connection's start or the previous answer.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write may wait for the peer to read before the connection is closed.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest request head (request line and headers): a longer one is answered 431. (hyper
 /// checks its read buffer's limit before each read, and a read may add up to that limit
 /// again: the buffer is half of this, and heads up to that half always pass.)
@@ -76,10 +79,7 @@ pub async fn serve(
         });
         // The place goes with the socket: an upgraded connection (a WebSocket) keeps it until
         // the socket closes, after hyper has handed it over.
-        let stream = CappedStream {
-            io: stream,
-            _slot: slot,
-        };
+        let stream = CappedStream::new(stream, slot);
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -106,10 +106,45 @@ pub async fn serve(
     Ok(())
 }
 
-/// An accepted connection holding its place until dropped.
+/// An accepted connection holding its place until dropped, and closed when a write makes no
+/// progress for `WRITE_STALL_TIMEOUT` (a peer that sends requests and reads no answer).
 struct CappedStream {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Running while a write waits for the peer to read.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CappedStream {
+    fn new(io: TcpStream, slot: OwnedSemaphorePermit) -> Self {
+        Self {
+            io,
+            _slot: slot,
+            stalled: None,
+        }
+    }
+
+    /// `polled` (a write's outcome), unless the write has waited too long.
+    fn unless_stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let stall = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_TIMEOUT)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer read nothing while an answer waited",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for CappedStream {
@@ -128,7 +163,9 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.unless_stalled(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -136,7 +173,9 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.unless_stalled(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -144,10 +183,14 @@ impl AsyncWrite for CappedStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.unless_stalled(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.unless_stalled(cx, polled)
     }
 }

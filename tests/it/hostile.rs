@@ -1168,3 +1168,53 @@ async fn a_refused_duplicate_keeps_the_winners_serial() {
         );
     }
 }
+
+/// The state of the server's side of the TCP connection from `client_port` to `server_port`
+/// (`/proc/net/tcp`: "01" is ESTABLISHED), if the kernel still has one.
+fn server_side_state(server_port: u16, client_port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |address: &str| {
+        address
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, state) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+        (port(local) == Some(server_port) && port(remote) == Some(client_port))
+            .then(|| (*state).to_owned())
+    })
+}
+
+/// A peer that sends requests and reads no answer does not keep its connection: once an
+/// answer has waited `WRITE_STALL_TIMEOUT` for it to read, the server closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_reads_nothing_is_let_go() {
+    use tokio::io::AsyncWriteExt;
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let address = ledger.base_url.trim_start_matches("http://").to_owned();
+    let mut peer = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (server_port, client_port) = (
+        peer.peer_addr().unwrap().port(),
+        peer.local_addr().unwrap().port(),
+    );
+    // Forty answers of a megabyte each, far more than the sockets' buffers hold.
+    let request = format!("GET /graphiql/graphiql.min.js HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    peer.write_all(request.repeat(40).as_bytes()).await.unwrap();
+    assert_eq!(
+        server_side_state(server_port, client_port).as_deref(),
+        Some("01"),
+        "connected"
+    );
+    eventually(
+        ledger::WRITE_STALL_TIMEOUT + Duration::from_secs(20),
+        "the server to close the connection of a peer that reads nothing",
+        || async {
+            let state = server_side_state(server_port, client_port);
+            (state.as_deref() != Some("01")).then_some(())
+        },
+    )
+    .await;
+    drop(peer);
+}
