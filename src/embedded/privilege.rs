@@ -45,13 +45,22 @@ impl Privilege {
         // files root writes there (the port, the log, the password) cannot be swapped for
         // links by the server's user, who may only pass through it to the cluster.
         take_back(root)?;
-        let pgdata = root.join("pg");
-        match fs::create_dir(&pgdata) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err(format!("creating {}", pgdata.display()))(e)),
+        // The cluster is handed over once (a new one, or one an older version ran as root),
+        // and the hand-over is marked in the root-owned directory: later starts walk nothing
+        // the server's user could have arranged meanwhile. Delete the mark to hand `pg/` over
+        // again (after restoring its files as root, say).
+        let handed = root.join(HANDED_OVER);
+        if !handed.exists() {
+            let pgdata = root.join("pg");
+            match fs::create_dir(&pgdata) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(format!("creating {}", pgdata.display()))(e)),
+            }
+            give(&pgdata, uid, gid)?;
+            fs::write(&handed, format!("{uid}:{gid}\n"))
+                .map_err(io_err(format!("writing {}", handed.display())))?;
         }
-        give(&pgdata, uid, gid)?;
         let view = view_of(root)?;
         let mounted = Privilege::Unprivileged {
             uid,
@@ -238,6 +247,9 @@ fn take_back(root: &Path) -> Result<(), EmbeddedError> {
         .and_then(|()| fs::set_permissions(root, fs::Permissions::from_mode(DATA_DIR_MODE)))
         .map_err(io_err(format!("taking back {}", root.display())))
 }
+
+/// The mark, in the data directory, that `pg/` was handed to the server's user.
+const HANDED_OVER: &str = "pg-handed-over";
 
 /// The data directory's mode when the server runs as another user: it passes through to the
 /// cluster, and can neither list nor change the directory.
