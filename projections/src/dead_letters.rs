@@ -143,6 +143,26 @@ pub(crate) async fn open_positions(
     .collect())
 }
 
+/// Marks the projection's open dead letters at `positions` resolved.
+pub(crate) async fn resolve(
+    tx: &mut PgConnection,
+    projection: &str,
+    positions: &[i64],
+) -> Result<(), ProjectionError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "UPDATE public.projection_dead_letters SET resolved_at = now()
+          WHERE projection = $1 AND position = ANY($2) AND resolved_at IS NULL",
+        projection,
+        positions
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// The first attempt at an event and what it has come to.
 pub(crate) struct Failing {
     pub first_seen: DateTime<Utc>,
@@ -267,8 +287,11 @@ pub async fn retry(
         if open.is_none() {
             continue;
         }
+        // The attempt in a savepoint: a failure is recorded under the same locks, so no other
+        // retry resolves the letter in between (and sees it reopened).
+        let mut attempt = tx.begin().await?;
         let applied = apply_events(
-            &mut tx,
+            &mut attempt,
             projector,
             log,
             letter.position - 1,
@@ -277,24 +300,17 @@ pub async fn retry(
         .await;
         match applied {
             Ok(()) => {
-                sqlx::query!(
-                    "UPDATE public.projection_dead_letters SET resolved_at = now()
-                      WHERE projection = $1 AND position = $2",
-                    projector.name(),
-                    letter.position
-                )
-                .execute(&mut *tx)
-                .await?;
+                attempt.commit().await?;
+                resolve(&mut tx, projector.name(), &[letter.position]).await?;
                 tx.commit().await?;
                 report.applied.push(letter.position);
             }
             Err(e) => {
-                drop(tx);
+                attempt.rollback().await?;
                 let failing = Failing {
                     first_seen: letter.first_seen,
                     attempts: 1,
                 };
-                let mut tx = conn.begin().await?;
                 record(&mut tx, projector.name(), &event, &e, &failing).await?;
                 tx.commit().await?;
                 report.failed.push((letter.position, e.to_string()));

@@ -475,3 +475,34 @@ async fn a_dead_letter_retried_during_a_rebuild_stays_applied() {
     assert!(retried.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(audit_rows(&db.pool).await, vec![1, 2, 3, 4, 5]);
 }
+
+/// An event the live projection sets aside while a rebuild runs, which the rebuild applied,
+/// is resolved by the swap: the rebuilt tables hold it, and a retry must not apply it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_set_aside_during_a_rebuild_that_applied_it_is_resolved() {
+    let db = test_db().await;
+    db.store
+        .append(&stream("late"), ExpectedVersion::Any, events(5), &meta())
+        .await
+        .unwrap();
+    assert_eq!(catch_up(&*db.store, &db.pool, &AuditLog).await.unwrap(), 5);
+    let pool = db.pool.clone();
+    let set = std::sync::atomic::AtomicBool::new(false);
+    // Set aside after the rebuild has read the open dead letters and copied the log.
+    let progress = |_, _| {
+        if !set.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(set_aside(&pool, 3))
+            });
+        }
+    };
+    projections::rebuild(&db.store, &db.pool, &AuditLog, &progress)
+        .await
+        .unwrap();
+    assert!(set.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(audit_rows(&db.pool).await, vec![1, 2, 3, 4, 5]);
+    let open = projections::dead_letters(&db.pool, Some("audit_log"))
+        .await
+        .unwrap();
+    assert!(open.is_empty(), "{open:?}");
+}

@@ -13,7 +13,7 @@ use super::{
     announce, apply_events, load_checkpoint, move_checkpoint, without, Log, ProjectionError,
     Projector, Write,
 };
-use crate::dead_letters::open_positions;
+use crate::dead_letters::{open_positions, resolve};
 
 use super::shadow::create_shadow;
 
@@ -379,6 +379,16 @@ async fn swap(
         let event: Vec<RecordedEvent> = events.into_iter().filter(|e| e.position == p).collect();
         apply_events(&mut tx, projector, log, p - 1, (&event, &HashSet::new())).await?;
     }
+    // The letters the live projection set aside since the rebuild began, at positions the
+    // rebuilt tables hold (the rebuild applied them): resolved with the swap, or a retry
+    // would apply them a second time.
+    let applied: Vec<i64> = skip
+        .difference(skipped)
+        .copied()
+        .filter(|p| *p <= position)
+        .collect();
+    resolve(&mut tx, name, &applied).await?;
+    let skip: HashSet<i64> = skip.into_iter().filter(|p| !applied.contains(p)).collect();
     // Whatever was appended meanwhile, up to the head as seen under the lock, but for what
     // the live projection set aside (as of now, under the checkpoint's lock).
     loop {
