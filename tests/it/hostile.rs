@@ -67,6 +67,34 @@ async fn shop() -> Shop {
     }
 }
 
+/// Adds a part (`part`: AddPart's body) and takes the shop's ticket to work: assigned,
+/// quoted, approved, started. Returns the part's id and the ticket's version.
+async fn in_work(s: &Shop, part: Value) -> (String, i64) {
+    let part = data(&ok(&s.admin, "AddPart", part).await, "partId");
+    let tech = ok(
+        &s.admin,
+        "OnboardTechnician",
+        json!({ "name": "Ravi", "email": "ravi@example.com" }),
+    )
+    .await;
+    let tech = data(&tech, "technicianId");
+    ok(
+        &s.admin,
+        "AssignTechnician",
+        json!({ "ticketId": s.ticket, "technicianId": tech }),
+    )
+    .await;
+    ok(
+        &s.admin,
+        "QuoteRepair",
+        json!({ "ticketId": s.ticket, "amount": 500000, "description": "Repair" }),
+    )
+    .await;
+    ok(&s.ana, "ApproveQuote", json!({ "ticketId": s.ticket })).await;
+    let started = ok(&s.admin, "StartWork", json!({ "ticketId": s.ticket })).await;
+    (part, started["version"].as_i64().unwrap())
+}
+
 async fn health(api: &Api) -> Value {
     api.get("/health").await.json().await.expect("health JSON")
 }
@@ -545,35 +573,11 @@ async fn refused_commands_leave_nothing_half_done() {
     )
     .await;
 
-    let part = ok(
-        &s.admin,
-        "AddPart",
+    let (part, version) = in_work(
+        &s,
         json!({ "name": "Port", "unitCost": 700, "initialStock": 5 }),
     )
     .await;
-    let part = data(&part, "partId");
-    let tech = ok(
-        &s.admin,
-        "OnboardTechnician",
-        json!({ "name": "Ravi", "email": "ravi@example.com" }),
-    )
-    .await;
-    let tech = data(&tech, "technicianId");
-    ok(
-        &s.admin,
-        "AssignTechnician",
-        json!({ "ticketId": s.ticket, "technicianId": tech }),
-    )
-    .await;
-    ok(
-        &s.admin,
-        "QuoteRepair",
-        json!({ "ticketId": s.ticket, "amount": 5000, "description": "Port" }),
-    )
-    .await;
-    ok(&s.ana, "ApproveQuote", json!({ "ticketId": s.ticket })).await;
-    let started = ok(&s.admin, "StartWork", json!({ "ticketId": s.ticket })).await;
-    let version = started["version"].as_i64().unwrap();
     // A stale pinned version of the ticket is refused before the stock is touched.
     let body = json!({ "ticketId": s.ticket, "partId": part, "quantity": 3, "expectedVersion": version - 1 });
     let (status, refused) = s
@@ -883,35 +887,11 @@ async fn until_answered(base: &std::sync::Mutex<String>, token: &str, u: &Use) -
 async fn stock_moves_always_equal_the_parts_on_tickets() {
     use rand::{Rng, SeedableRng};
     let s = shop().await;
-    let part = ok(
-        &s.admin,
-        "AddPart",
+    let (part, mut version) = in_work(
+        &s,
         json!({ "name": "Screw", "unitCost": 10, "initialStock": 1000 }),
     )
     .await;
-    let part = data(&part, "partId");
-    let tech = ok(
-        &s.admin,
-        "OnboardTechnician",
-        json!({ "name": "Ravi", "email": "ravi@example.com" }),
-    )
-    .await;
-    let tech = data(&tech, "technicianId");
-    ok(
-        &s.admin,
-        "AssignTechnician",
-        json!({ "ticketId": s.ticket, "technicianId": tech }),
-    )
-    .await;
-    ok(
-        &s.admin,
-        "QuoteRepair",
-        json!({ "ticketId": s.ticket, "amount": 500000, "description": "All" }),
-    )
-    .await;
-    ok(&s.ana, "ApproveQuote", json!({ "ticketId": s.ticket })).await;
-    let started = ok(&s.admin, "StartWork", json!({ "ticketId": s.ticket })).await;
-    let mut version = started["version"].as_i64().unwrap();
     let token = s.admin.token.clone().unwrap();
     let base = std::sync::Arc::new(std::sync::Mutex::new(s.ledger.base_url.clone()));
     let mut ledger = s.ledger;
