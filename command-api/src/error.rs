@@ -146,6 +146,7 @@ impl From<StoreError> for ApiError {
                 expected, actual, ..
             } => Self::Conflict { expected, actual },
             StoreError::Invalid(message) => Self::malformed(message),
+            StoreError::CommandReused { .. } => Self::IdempotencyKeyReused,
             unavailable @ StoreError::Unavailable(_) => Self::Unavailable(unavailable),
         }
     }

@@ -52,22 +52,22 @@ fn stream_of<A: Aggregate>(id: impl std::fmt::Display) -> StreamId {
 }
 
 /// Metadata for a secondary append of a command: its own command id, derived from the
-/// command's and `purpose`, caused by the command.
+/// command's and `purpose`, with the request's causation id. One `Idempotency-Key` sent at the
+/// same time with two bodies makes the same id for both: the store answers the second one
+/// `CommandReused` and stops its chain there (a ticket number's claim, before the device link).
 fn derived(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
     CommandMetadata {
         command_id: derive_id(meta.command_id, purpose.as_bytes()),
-        causation_id: meta.command_id,
         ..meta.clone()
     }
 }
 
 /// Like `derived`, but the id derives from the request (its causation id: command id, name and
-/// body): one `Idempotency-Key` sent at the same time with two bodies (say, two devices or two
-/// part counts) makes two such appends, not one that both take for theirs.
+/// body): one key sent at the same time with two bodies (say, two part counts) makes two such
+/// appends, each undone when its request loses (`use_part`), not one that both take for theirs.
 fn derived_for_request(meta: &CommandMetadata, purpose: &str) -> CommandMetadata {
     CommandMetadata {
         command_id: derive_id(meta.causation_id, purpose.as_bytes()),
-        causation_id: meta.command_id,
         ..meta.clone()
     }
 }
@@ -629,18 +629,14 @@ impl CommandService {
         let recorded = self
             .execute::<Ticket>(&ticket_stream, expected, meta, || record.clone())
             .await;
-        // Refused, or the key's first use was another request (which the handler refuses).
-        let not_recorded = match &recorded {
-            Err(ApiError::Rule(_) | ApiError::Conflict { .. } | ApiError::NotFound(_)) => true,
-            Ok(outcome) => {
-                outcome.duplicate
-                    && outcome
-                        .events
-                        .first()
-                        .is_some_and(|e| e.causation_id != meta.causation_id)
-            }
-            Err(_) => false,
-        };
+        // Refused, or the key's first use was another request.
+        let not_recorded = matches!(
+            recorded,
+            Err(ApiError::Rule(_)
+                | ApiError::Conflict { .. }
+                | ApiError::NotFound(_)
+                | ApiError::IdempotencyKeyReused)
+        );
         if not_recorded {
             let give_back = PartCommand::Return {
                 ticket_id,
@@ -775,7 +771,12 @@ impl CommandService {
         let outcome = self
             .execute::<A>(stream, expected, meta, || command.clone())
             .await;
-        if outcome.as_ref().is_err_and(ApiError::is_refusal) && !self.exists::<A>(stream).await? {
+        // Refused, or the key's first use was another request, whose e-mail this one is not.
+        let reused = matches!(outcome, Err(ApiError::IdempotencyKeyReused));
+        if reused
+            || outcome.as_ref().is_err_and(ApiError::is_refusal)
+                && !self.exists::<A>(stream).await?
+        {
             self.release_own_claim(&Self::email_key(kind, email)?, email.as_str(), stream, meta)
                 .await?;
         }

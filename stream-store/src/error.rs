@@ -9,6 +9,10 @@ pub enum StoreError {
         expected: ExpectedVersion,
         actual: i64,
     },
+    /// The command id was already appended by another request (another causation id): one
+    /// `Idempotency-Key` used for two requests. Nothing was written.
+    #[error("command {command_id} was already appended for another request")]
+    CommandReused { command_id: uuid::Uuid },
     /// The request itself is unusable (no events, bad stream name, ...): nothing was written.
     #[error("invalid append: {0}")]
     Invalid(String),

@@ -300,7 +300,16 @@ impl EventStore for EsdbEventStore {
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let claim_revision = match self.claim(meta.command_id, stream.as_str(), &ids).await? {
             Ok(r) => r,
-            Err(done) => return Ok(done),
+            Err(done) => {
+                return match done.events.first() {
+                    Some(first) if first.causation_id != meta.causation_id => {
+                        Err(StoreError::CommandReused {
+                            command_id: meta.command_id,
+                        })
+                    }
+                    _ => Ok(done),
+                }
+            }
         };
         let mut data = Vec::with_capacity(events.len());
         for e in &events {

@@ -27,8 +27,9 @@ use uuid::Uuid;
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to one stream atomically, if the stream is at `expected`.
     ///
-    /// If `meta.command_id` was already appended, nothing is written and the first outcome is
-    /// returned with `duplicate = true`.
+    /// If `meta.command_id` was already appended for the same request (`meta.causation_id`),
+    /// nothing is written and the first outcome is returned with `duplicate = true`; if for
+    /// another request, nothing is written and the answer is `StoreError::CommandReused`.
     async fn append(
         &self,
         stream: &StreamId,
@@ -38,7 +39,7 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<AppendOutcome, StoreError>;
 
     /// Appends each request of `chain` in turn, each only if the one before it was appended
-    /// (now, or by an earlier delivery of its command: a duplicate counts). Answers one result
+    /// (now, or by an earlier delivery of its request: a duplicate counts, a reuse does not). Answers one result
     /// per request up to and including the first that failed; the requests after it are not
     /// made. Not all-or-nothing: what was appended before a failure stays, exactly as if each
     /// request had been appended on its own in turn. A backend that can writes the whole

@@ -1198,3 +1198,82 @@ async fn a_peer_that_reads_nothing_is_let_go() {
     .await;
     drop(peer);
 }
+
+/// One key sent at once with two bodies that touch other streams too (two devices for one
+/// ticket, two e-mail addresses for one customer): the loser leaves nothing behind, neither a
+/// device linked to a ticket it is not the device of nor an e-mail address held for no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_key_leaves_nothing_of_the_losing_body() {
+    let s = shop().await;
+    let device = |serial: &str| {
+        json!({ "customerId": s.customer_id, "name": "Phone", "serialNumber": serial,
+            "purchaseDate": "2026-01-01", "warrantyMonths": 12 })
+    };
+    let a = data(
+        &ok(&s.admin, "RegisterDevice", device("SN-KEY-A")).await,
+        "deviceId",
+    );
+    let b = data(
+        &ok(&s.admin, "RegisterDevice", device("SN-KEY-B")).await,
+        "deviceId",
+    );
+    let raise = |device: &str| {
+        json!({ "customerId": s.customer_id, "deviceId": device, "category": "repair",
+            "subject": "Broken", "description": "d", "severity": "major", "impact": 2 })
+        .to_string()
+    };
+    let register = |email: &str| json!({ "name": "Bo", "email": email }).to_string();
+    for i in 0..12 {
+        let key = format!("two-bodies-{i}");
+        let key = [("idempotency-key", key.as_str())];
+        let (x, y) = tokio::join!(
+            s.admin.raw("RaiseTicket", raise(&a), &key),
+            s.admin.raw("RaiseTicket", raise(&b), &key)
+        );
+        let mut codes = [x.0, y.0];
+        codes.sort_unstable();
+        assert_eq!(codes, [201, 422], "{x:?} {y:?}");
+        let key = format!("two-emails-{i}");
+        let key = [("idempotency-key", key.as_str())];
+        let (x, y) = tokio::join!(
+            s.admin.raw(
+                "RegisterCustomer",
+                register(&format!("bo{i}.x@example.com")),
+                &key
+            ),
+            s.admin.raw(
+                "RegisterCustomer",
+                register(&format!("bo{i}.y@example.com")),
+                &key
+            )
+        );
+        let mut codes = [x.0, y.0];
+        codes.sort_unstable();
+        assert_eq!(codes, [201, 422], "{x:?} {y:?}");
+        // The losing address is free: another customer registers with it.
+        let lost = if x.0 == 422 { "x" } else { "y" };
+        ok(
+            &s.admin,
+            "RegisterCustomer",
+            json!({ "name": "Cy", "email": format!("bo{i}.{lost}@example.com") }),
+        )
+        .await;
+    }
+    // Every link a device holds names a ticket raised for that device.
+    let pool = db(&s.url).await;
+    let stray: Vec<(String, String)> = sqlx::query_as(
+        "SELECT l.stream_id, l.data->>'ticketId' FROM events l
+          WHERE l.event_type = 'TicketLinked'
+            AND NOT EXISTS (SELECT 1 FROM events r
+                             WHERE r.stream_id = 'ticket-' || (l.data->>'ticketId')
+                               AND r.event_type = 'TicketRaised'
+                               AND 'device-' || (r.data->>'deviceId') = l.stream_id)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        stray.is_empty(),
+        "links to tickets of another device: {stray:?}"
+    );
+}

@@ -183,6 +183,71 @@ pub async fn the_same_command_id_appends_once(store: &dyn EventStore) {
     assert!(store.find_command(Uuid::new_v4()).await.unwrap().is_none());
 }
 
+/// A command id names one request: appended again for another request (another causation
+/// id, one key reused with another body) it writes nothing and says so, and a chain stops
+/// there; two such requests racing append exactly one of them.
+pub async fn a_command_id_reused_by_another_request_is_refused(store: &dyn EventStore) {
+    let s = stream("reused");
+    let first = meta();
+    store
+        .append(&s, ExpectedVersion::NoStream, events(1), &first)
+        .await
+        .unwrap();
+    let other = CommandMetadata {
+        causation_id: Uuid::new_v4(),
+        ..first.clone()
+    };
+    let refused = store
+        .append(&s, ExpectedVersion::Any, events(1), &other)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::CommandReused { command_id }) if command_id == first.command_id),
+        "{refused:?}"
+    );
+    let next = stream("reused-next");
+    let chain = store
+        .append_chain(vec![
+            AppendRequest {
+                stream: s.clone(),
+                expected: ExpectedVersion::Any,
+                events: events(1),
+                meta: other,
+            },
+            request(&next, ExpectedVersion::NoStream, 1),
+        ])
+        .await;
+    assert!(
+        matches!(chain[..], [Err(StoreError::CommandReused { .. })]),
+        "{chain:?}"
+    );
+    assert_eq!(
+        (stream_len(store, &s).await, stream_len(store, &next).await),
+        (1, 0)
+    );
+
+    let raced = stream("reused-race");
+    let shared = meta();
+    let bodies: Vec<CommandMetadata> = (0..8)
+        .map(|_| CommandMetadata {
+            causation_id: Uuid::new_v4(),
+            ..shared.clone()
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        bodies
+            .iter()
+            .map(|m| store.append(&raced, ExpectedVersion::Any, events(1), m)),
+    )
+    .await;
+    let appended = answers.iter().filter(|a| a.is_ok()).count();
+    let reused = answers
+        .iter()
+        .filter(|a| matches!(a, Err(StoreError::CommandReused { .. })))
+        .count();
+    assert_eq!((appended, reused), (1, 7), "{answers:?}");
+    assert_eq!(stream_len(store, &raced).await, 1);
+}
+
 fn request(stream: &StreamId, expected: ExpectedVersion, n: usize) -> AppendRequest {
     AppendRequest {
         stream: stream.clone(),
@@ -488,6 +553,7 @@ macro_rules! conformance_tests {
                 append_then_read_in_order,
                 expected_version_conflicts_are_typed_and_write_nothing,
                 the_same_command_id_appends_once,
+                a_command_id_reused_by_another_request_is_refused,
                 an_append_chain_stops_at_its_first_failure,
                 concurrent_duplicates_append_once,
                 concurrent_writers_to_one_stream_never_overwrite,

@@ -213,6 +213,9 @@ async fn append_batch(
                 expected: job.expected,
                 actual,
             }),
+            ("reused", _, _) => Err(StoreError::CommandReused {
+                command_id: job.meta.command_id,
+            }),
             ("duplicate", _, _) => {
                 // A job earlier in this batch, or a command recorded before.
                 let earlier = jobs.iter().zip(&results).find_map(|(other, r)| match r {
