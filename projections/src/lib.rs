@@ -8,6 +8,7 @@ mod dead_letters;
 mod runtime;
 mod service_desk;
 mod status;
+mod users;
 
 pub use audit_log::AuditLog;
 pub use dead_letters::{
@@ -19,3 +20,4 @@ pub use runtime::{
 };
 pub use service_desk::ServiceDesk;
 pub use status::{status, State, Status, STUCK_AFTER};
+pub use users::Users;

@@ -1,14 +1,13 @@
-//! Who a user id is: their name and role, folded from the user's own stream by the domain's
-//! code, wherever the read side keeps only an id (a note's author, an event's actor). Read
-//! through a DataLoader, so a page of notes or audit entries reads each user once.
+//! Who a user id is: their name and role, from the `users` read model, wherever the read side
+//! keeps only an id (a note's author, an event's actor). Read through a DataLoader, so a page
+//! of notes or audit entries reads the users once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::SimpleObject;
-use domain::{Aggregate, User};
-use stream_store::{read_full_stream, EventStore, StreamId};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// A user as others see them: a customer sees staff this way, never by id.
@@ -19,35 +18,30 @@ pub struct Person {
     pub role: String,
 }
 
-pub(crate) struct UserLoader(pub(crate) Arc<dyn EventStore>);
+pub(crate) struct UserLoader(pub(crate) PgPool);
 
 impl Loader<Uuid> for UserLoader {
     type Value = Person;
-    type Error = Arc<stream_store::StoreError>;
+    type Error = Arc<sqlx::Error>;
 
     async fn load(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Person>, Self::Error> {
-        let mut people = HashMap::with_capacity(ids.len());
-        for id in ids {
-            let stream = StreamId::for_aggregate(User::STREAM_PREFIX, id);
-            let events = read_full_stream(&*self.0, &stream)
-                .await
-                .map_err(Arc::new)?;
-            let user: User = match crate::history::fold(&events) {
-                Ok(user) => user,
-                // An event this build cannot read: the id stays without a name.
-                Err(_) => continue,
-            };
-            if let Some(state) = user.state() {
-                people.insert(
-                    *id,
-                    Person {
-                        name: state.name.as_str().to_owned(),
-                        role: state.grant.role.label().to_owned(),
-                    },
-                );
-            }
-        }
-        Ok(people)
+        let rows = sqlx::query!(
+            "SELECT user_id, name, role FROM users WHERE user_id = ANY($1)",
+            ids
+        )
+        .fetch_all(&self.0)
+        .await
+        .map_err(Arc::new)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let person = Person {
+                    name: r.name,
+                    role: r.role,
+                };
+                (r.user_id, person)
+            })
+            .collect())
     }
 }
 

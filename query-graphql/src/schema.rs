@@ -48,7 +48,7 @@ pub fn build_schema(
                 tokio::spawn,
             )
             .delay(LOOKUP_BATCH_WINDOW),
-            users: DataLoader::new(crate::people::UserLoader(store.clone()), tokio::spawn),
+            users: DataLoader::new(crate::people::UserLoader(lookups.clone()), tokio::spawn),
             pool: lookups,
             tickets: crate::tickets::TicketCache::default(),
         })

@@ -26,6 +26,7 @@ const READ_MODEL_TABLES: &[&str] = &[
     "ticket_parts",
     "ticket_payments",
     "audit_log",
+    "users",
 ];
 
 /// Every read-model table as canonical JSON text, rows in a stable order.
@@ -58,7 +59,8 @@ async fn caught_up(api: &Api) {
                 .as_array()?
                 .iter()
                 .any(|p| p["lag"] != 0);
-            (health["projections"].as_array()?.len() == 2 && !lagging).then_some(())
+            let all = projections::all_projectors().len();
+            (health["projections"].as_array()?.len() == all && !lagging).then_some(())
         },
     )
     .await;
@@ -564,7 +566,7 @@ async fn another_process_takes_over_the_projections_and_nothing_is_lost_or_doubl
     let a = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
     let b = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
     let (api_a, api_b) = (Api::admin(&a.base_url).await, Api::admin(&b.base_url).await);
-    // Exactly one of them runs each projection: usually the first started runs both, but the
+    // Exactly one of them runs each projection: usually the first started runs all, but the
     // leases are taken one projection at a time, so the two may also split them. The one that
     // is killed below holds at least one.
     let a_holds = eventually(
@@ -574,7 +576,7 @@ async fn another_process_takes_over_the_projections_and_nothing_is_lost_or_doubl
             let (ha, hb) = (health(&api_a.base).await?, health(&api_b.base).await?);
             let count = |h: &Value| h["running"].as_array().map_or(0, Vec::len);
             let (in_a, in_b) = (count(&ha), count(&hb));
-            (in_a + in_b == 2).then_some(in_a > 0)
+            (in_a + in_b == projections::all_projectors().len()).then_some(in_a > 0)
         },
     )
     .await;
@@ -606,7 +608,7 @@ async fn another_process_takes_over_the_projections_and_nothing_is_lost_or_doubl
         "the survivor to take over",
         || async {
             let h = health(&survivor_api.base).await?;
-            (h["running"].as_array()?.len() == 2).then_some(())
+            (h["running"].as_array()?.len() == projections::all_projectors().len()).then_some(())
         },
     )
     .await;
@@ -1032,4 +1034,74 @@ async fn a_rebuild_over_many_batches_writes_what_following_the_log_wrote() {
         .unwrap();
     assert_eq!(position, 4 * TICKETS as i64);
     assert_eq!(dump(&db.pool).await, followed);
+}
+
+/// The users read model follows each account: registered, signed in, password changed, role
+/// changed, deactivated; a rebuild gives the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_read_model_follows_each_account() {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let api = Api::admin(&ledger.base_url).await;
+    let user = ok(
+        &api,
+        "RegisterUser",
+        json!({ "email": "ines@example.com", "name": "Ines", "role": "auditor",
+                "password": "Secret-pass-9", "mustChangePassword": true }),
+    )
+    .await;
+    let id = user["userId"].as_str().unwrap().to_owned();
+    let ines = Api::login(&ledger.base_url, "ines@example.com", "Secret-pass-9").await;
+    ok(
+        &ines,
+        "ChangePassword",
+        json!({ "currentPassword": "Secret-pass-9", "newPassword": "Other-pass-9" }),
+    )
+    .await;
+    ok(
+        &api,
+        "ChangeUserRole",
+        json!({ "userId": id, "role": "admin" }),
+    )
+    .await;
+    ok(&api, "DeactivateUser", json!({ "userId": id })).await;
+    caught_up(&api).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let row: (String, String, String, bool, bool, bool) = sqlx::query_as(
+        "SELECT email, name, role, active, must_change_password, last_signed_in_at IS NOT NULL
+           FROM users WHERE user_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (
+            "ines@example.com".into(),
+            "Ines".into(),
+            "admin".into(),
+            false,
+            false,
+            true
+        )
+    );
+    let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(admins, 2, "the first admin and Ines");
+    let before = dump(&pool).await;
+    let out = ledger_command(&["rebuild", "users"], &url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dump(&pool).await, before);
+    drop(ledger);
 }

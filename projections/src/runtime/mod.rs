@@ -235,6 +235,7 @@ pub fn all_projectors() -> Vec<Arc<dyn Projector>> {
     vec![
         Arc::new(crate::ServiceDesk::default()),
         Arc::new(crate::AuditLog),
+        Arc::new(crate::Users),
     ]
 }
 
