@@ -1,6 +1,7 @@
 //! The command side over HTTP: `POST /commands/{CommandName}` and `GET /openapi.json`.
 
 mod auth;
+mod commands;
 mod dto;
 mod error;
 mod handler;
