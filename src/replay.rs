@@ -1,7 +1,7 @@
 //! `ledger replay`: a ticket's full history with the state after each event, for auditors.
 
 use anyhow::{bail, Context as _};
-use domain::{Aggregate, EventPayload, ReservationEvent, Ticket, TicketEvent, TicketNumber};
+use domain::{Aggregate, EventPayload, ReservationEvent, Ticket, TicketNumber};
 use stream_store::{read_full_stream, EventStore, StreamId};
 
 /// The history of the ticket named by number or id, as text or JSON.
@@ -15,11 +15,9 @@ pub async fn replay(store: &dyn EventStore, ticket: &str, json: bool) -> anyhow:
     let mut steps = Vec::new();
     let mut text = String::new();
     for e in &events {
-        let event = TicketEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())
+        state = state
+            .evolve_stored(&e.event_type, e.schema_version, e.data.raw())
             .with_context(|| format!("event at position {}", e.position))?;
-        if let Some(event) = &event {
-            state = state.evolve(event);
-        }
         let after = state.state();
         if json {
             steps.push(serde_json::json!({
@@ -67,7 +65,7 @@ async fn ticket_stream(store: &dyn EventStore, ticket: &str) -> anyhow::Result<S
     }
     let number = TicketNumber::parse("ticket", ticket)
         .map_err(|e| anyhow::anyhow!("{e} (or give the ticket id)"))?;
-    let key = StreamId::for_aggregate("ticket-number", number.as_str());
+    let key = StreamId::new(domain::UniqueKey::TicketNumber(number.as_str()).stream_name())?;
     let claims = read_full_stream(store, &key).await?;
     let owner = claims.iter().rev().find_map(|e| {
         ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())

@@ -12,7 +12,8 @@ use argon2::Argon2;
 use chrono::{DateTime, Utc};
 use domain::access::Principal;
 use domain::{
-    Aggregate, Email, EventPayload, PasswordHash, ReservationEvent, User, UserId, UserState,
+    stream_id_of, Aggregate, Email, EventPayload, PasswordHash, ReservationEvent, UniqueKey, User,
+    UserId, UserState,
 };
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -196,7 +197,13 @@ pub async fn user_by_email(
     store: &dyn EventStore,
     email: &Email,
 ) -> Result<Option<UserState>, ApiError> {
-    let key = StreamId::new(format!("user-email-{}", email.as_str()))?;
+    let key = StreamId::new(
+        UniqueKey::Email {
+            owner: User::STREAM_PREFIX,
+            email: email.as_str(),
+        }
+        .stream_name(),
+    )?;
     let claims = read_full_stream(store, &key).await?;
     let holder = claims.last().and_then(|e| {
         ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw())
@@ -206,8 +213,7 @@ pub async fn user_by_email(
     });
     let Some(id) = holder
         .as_deref()
-        .and_then(|h| h.strip_prefix("user-"))
-        .and_then(|id| Uuid::parse_str(id).ok())
+        .and_then(|h| stream_id_of(h, User::STREAM_PREFIX))
     else {
         return Ok(None);
     };
@@ -268,9 +274,9 @@ pub async fn bootstrap_admin(
     // the next start registers that admin (with a new password), else no one could sign in.
     let unfinished = claimed.first().and_then(|e| {
         match ReservationEvent::from_stored(&e.event_type, e.schema_version, e.data.raw()) {
-            Ok(Some(ReservationEvent::KeyReserved { owner, .. })) => owner
-                .strip_prefix("user-")
-                .and_then(|id| Uuid::parse_str(id).ok()),
+            Ok(Some(ReservationEvent::KeyReserved { owner, .. })) => {
+                stream_id_of(&owner, User::STREAM_PREFIX)
+            }
             _ => None,
         }
     });
@@ -305,7 +311,7 @@ pub async fn bootstrap_admin(
     };
     let claim = ReservationEvent::KeyReserved {
         key: "first-admin".into(),
-        owner: format!("user-{user_id}"),
+        owner: StreamId::for_aggregate(User::STREAM_PREFIX, user_id).to_string(),
         reserved_at: meta.recorded_at,
     };
     let event = NewEvent {

@@ -12,7 +12,7 @@ use std::any::Any;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
-use domain::{Aggregate, EventPayload};
+use domain::Aggregate;
 use lru::LruCache;
 use stream_store::{EventStore, RecordedEvent, StreamId};
 
@@ -131,11 +131,9 @@ fn fold<A: Aggregate>(
     events: &[RecordedEvent],
 ) -> Result<(A, i64), ApiError> {
     for e in events {
-        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, e.data.raw())
+        state = state
+            .evolve_stored(&e.event_type, e.schema_version, e.data.raw())
             .map_err(|err| ApiError::Internal(format!("{stream} v{}: {err}", e.version)))?;
-        if let Some(event) = decoded {
-            state = state.evolve(&event);
-        }
         version = e.version;
     }
     Ok((state, version))

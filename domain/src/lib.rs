@@ -35,7 +35,7 @@ pub use error::{DomainError, ValueError};
 pub use event::{redact, DecodeError, EventPayload};
 pub use ids::{CustomerId, DeviceId, NoteId, PartId, PaymentId, TechnicianId, TicketId, UserId};
 pub use part::{AddPart, Part, PartCommand, PartEvent, PartState};
-pub use reservation::ReservationEvent;
+pub use reservation::{stream_id_of, ReservationEvent, UniqueKey};
 pub use technician::{OnboardTechnician, Technician, TechnicianCommand, TechnicianEvent};
 pub use ticket::{
     CustomerFacts, Decision, DeviceFacts, Feedback, PartFacts, PartLine, Quote, RaiseTicket,

@@ -35,3 +35,33 @@ impl ReservationEvent {
         }
     }
 }
+
+/// A unique value the ledger keeps, and the name of the stream its claims go to.
+#[derive(Debug, Clone, Copy)]
+pub enum UniqueKey<'a> {
+    /// An e-mail address among the aggregates of one kind (`owner`: their stream prefix).
+    Email { owner: &'static str, email: &'a str },
+    /// A device's serial number.
+    Serial(&'a str),
+    /// A ticket's number (`TKT-…`).
+    TicketNumber(&'a str),
+}
+
+impl UniqueKey<'_> {
+    /// `{owner}-email-{address}`, `device-serial-{serial}`, `ticket-number-{number}`.
+    pub fn stream_name(&self) -> String {
+        match self {
+            Self::Email { owner, email } => format!("{owner}-email-{email}"),
+            Self::Serial(serial) => format!("device-serial-{serial}"),
+            Self::TicketNumber(number) => format!("ticket-number-{number}"),
+        }
+    }
+}
+
+/// The id in an `{prefix}-{id}` stream name (a key's owner), when it is one.
+pub fn stream_id_of(stream: &str, prefix: &str) -> Option<uuid::Uuid> {
+    stream
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+}

@@ -28,12 +28,7 @@ impl Projector for Users {
         _log: &dyn EventStore,
     ) -> Result<(), ProjectionError> {
         for e in events {
-            let Some(user_id) = e
-                .stream_id
-                .as_str()
-                .strip_prefix(User::STREAM_PREFIX)
-                .and_then(|rest| rest.strip_prefix('-'))
-                .and_then(|id| Uuid::parse_str(id).ok())
+            let Some(user_id) = domain::stream_id_of(e.stream_id.as_str(), User::STREAM_PREFIX)
             else {
                 continue;
             };

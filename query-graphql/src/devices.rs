@@ -100,7 +100,10 @@ impl Device {
         }
         let store = ctx.data::<std::sync::Arc<dyn stream_store::EventStore>>()?;
         let id = parse_id(&self.id)?;
-        let stream = stream_store::StreamId::for_aggregate("device", id);
+        let stream = stream_store::StreamId::for_aggregate(
+            <domain::Device as domain::Aggregate>::STREAM_PREFIX,
+            id,
+        );
         let events = stream_store::read_full_stream(&**store, &stream)
             .await
             .map_err(gql)?;

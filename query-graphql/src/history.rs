@@ -2,7 +2,7 @@
 
 use async_graphql::Result;
 use chrono::{DateTime, Utc};
-use domain::{Aggregate, EventPayload};
+use domain::Aggregate;
 use stream_store::RecordedEvent;
 
 use crate::error::{gql, QueryError};
@@ -32,13 +32,9 @@ pub fn up_to(
 
 /// Folds stored events into the aggregate's state.
 pub fn fold<A: Aggregate>(events: &[RecordedEvent]) -> Result<A> {
-    let mut state = A::default();
-    for e in events {
-        let decoded = A::Event::from_stored(&e.event_type, e.schema_version, e.data.raw())
-            .map_err(|err| gql(QueryError::Internal(Box::new(err))))?;
-        if let Some(event) = decoded {
-            state = state.evolve(&event);
-        }
-    }
-    Ok(state)
+    events.iter().try_fold(A::default(), |state, e| {
+        state
+            .evolve_stored(&e.event_type, e.schema_version, e.data.raw())
+            .map_err(|err| gql(QueryError::Internal(Box::new(err))))
+    })
 }

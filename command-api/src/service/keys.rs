@@ -5,8 +5,8 @@
 use domain::{
     Aggregate, Customer, CustomerCommand, CustomerId, Device, DeviceCommand, DomainError, Email,
     EventPayload, OnboardTechnician, RegisterCustomer, RegisterDevice, RegisterUser,
-    ReservationEvent, RoleGrant, Technician, TechnicianCommand, UpdateCustomer, User, UserCommand,
-    UserId,
+    ReservationEvent, RoleGrant, Technician, TechnicianCommand, UniqueKey, UpdateCustomer, User,
+    UserCommand, UserId,
 };
 use stream_store::{
     read_full_stream, AppendOutcome, AppendRequest, CommandMetadata, ExpectedVersion, StoreError,
@@ -26,15 +26,8 @@ impl CommandService {
     ) -> Result<AppendOutcome, ApiError> {
         let stream = stream_of::<Customer>(command.customer_id);
         let cmd = CustomerCommand::Register(command.clone());
-        self.register_with_email::<Customer>(
-            &stream,
-            cmd,
-            "customer",
-            &command.email,
-            expected,
-            meta,
-        )
-        .await
+        self.register_with_email::<Customer>(&stream, cmd, &command.email, expected, meta)
+            .await
     }
 
     pub async fn update_customer(
@@ -52,7 +45,8 @@ impl CommandService {
         let old_email = current.state().map(|c| c.email.clone());
         let new_email = update.email.filter(|e| Some(e) != old_email.as_ref());
         if let Some(email) = &new_email {
-            self.reserve_email("customer", email, &stream, meta).await?;
+            self.reserve_email(Customer::STREAM_PREFIX, email, &stream, meta)
+                .await?;
         }
         let outcome = self
             .execute::<Customer>(&stream, expected, meta, || cmd.clone())
@@ -62,7 +56,7 @@ impl CommandService {
             // theirs to keep.
             (Err(e), Some(new), _) if e.is_refusal() && !self.uses_email(&stream, &new).await? => {
                 self.release_own_claim(
-                    &Self::email_key("customer", &new)?,
+                    &Self::email_key(Customer::STREAM_PREFIX, &new)?,
                     new.as_str(),
                     &stream,
                     meta,
@@ -71,7 +65,7 @@ impl CommandService {
             }
             (Ok(_), Some(_), Some(old)) => {
                 self.release_key(
-                    &Self::email_key("customer", &old)?,
+                    &Self::email_key(Customer::STREAM_PREFIX, &old)?,
                     old.as_str(),
                     &stream,
                     meta,
@@ -93,15 +87,8 @@ impl CommandService {
     ) -> Result<AppendOutcome, ApiError> {
         let stream = stream_of::<Technician>(command.technician_id);
         let cmd = TechnicianCommand::Onboard(command.clone());
-        self.register_with_email::<Technician>(
-            &stream,
-            cmd,
-            "technician",
-            &command.email,
-            expected,
-            meta,
-        )
-        .await
+        self.register_with_email::<Technician>(&stream, cmd, &command.email, expected, meta)
+            .await
     }
 
     // ---- devices ---------------------------------------------------------------------
@@ -118,7 +105,7 @@ impl CommandService {
         self.probe::<Device>(&stream, cmd.clone(), expected, meta)
             .await?;
         let serial = command.serial_number.as_str();
-        let key = StreamId::new(format!("device-serial-{serial}"))?;
+        let key = StreamId::new(UniqueKey::Serial(serial).stream_name())?;
         if !self.reserve(&key, serial, &stream, meta).await? {
             return Err(DomainError::SerialTaken.into());
         }
@@ -132,6 +119,7 @@ impl CommandService {
         }
         outcome
     }
+
     pub async fn register_user(
         &self,
         command: RegisterUser,
@@ -141,7 +129,7 @@ impl CommandService {
         self.check_grant(&command.grant).await?;
         let stream = stream_of::<User>(command.user_id);
         let cmd = UserCommand::Register(command.clone());
-        self.register_with_email::<User>(&stream, cmd, "user", &command.email, expected, meta)
+        self.register_with_email::<User>(&stream, cmd, &command.email, expected, meta)
             .await
     }
 
@@ -156,13 +144,13 @@ impl CommandService {
         self.send::<User>(id, UserCommand::ChangeRole(grant), expected, meta)
             .await
     }
-    /// Registers an aggregate whose e-mail must be unique among its `kind`: refuse early what
-    /// the domain refuses, claim the e-mail, then append.
+
+    /// Registers an aggregate whose e-mail must be unique among its kind: refuse early what the
+    /// domain refuses, claim the e-mail, then append.
     async fn register_with_email<A: Aggregate + Send + Sync + 'static>(
         &self,
         stream: &StreamId,
         command: A::Command,
-        kind: &str,
         email: &Email,
         expected: Option<i64>,
         meta: &CommandMetadata,
@@ -172,7 +160,8 @@ impl CommandService {
     {
         self.probe::<A>(stream, command.clone(), expected, meta)
             .await?;
-        self.reserve_email(kind, email, stream, meta).await?;
+        self.reserve_email(A::STREAM_PREFIX, email, stream, meta)
+            .await?;
         let outcome = self
             .execute::<A>(stream, expected, meta, || command.clone())
             .await;
@@ -182,11 +171,17 @@ impl CommandService {
             || outcome.as_ref().is_err_and(ApiError::is_refusal)
                 && !self.exists::<A>(stream).await?
         {
-            self.release_own_claim(&Self::email_key(kind, email)?, email.as_str(), stream, meta)
-                .await?;
+            self.release_own_claim(
+                &Self::email_key(A::STREAM_PREFIX, email)?,
+                email.as_str(),
+                stream,
+                meta,
+            )
+            .await?;
         }
         outcome
     }
+
     /// Whether the customer's e-mail, as the log has it, is `email` (a concurrent identical
     /// update won: the address is theirs).
     async fn uses_email(&self, stream: &StreamId, email: &Email) -> Result<bool, ApiError> {
@@ -197,18 +192,22 @@ impl CommandService {
         Ok(customer.state().is_some_and(|c| c.email == *email))
     }
 
-    fn email_key(kind: &str, email: &Email) -> Result<StreamId, ApiError> {
-        Ok(StreamId::new(format!("{kind}-email-{}", email.as_str()))?)
+    /// The stream of `email`'s claims among the aggregates whose streams are `among`-….
+    fn email_key(among: &'static str, email: &Email) -> Result<StreamId, ApiError> {
+        let (owner, email) = (among, email.as_str());
+        Ok(StreamId::new(
+            UniqueKey::Email { owner, email }.stream_name(),
+        )?)
     }
 
     async fn reserve_email(
         &self,
-        kind: &str,
+        among: &'static str,
         email: &Email,
         owner: &StreamId,
         meta: &CommandMetadata,
     ) -> Result<(), ApiError> {
-        let key = Self::email_key(kind, email)?;
+        let key = Self::email_key(among, email)?;
         if self.reserve(&key, email.as_str(), owner, meta).await? {
             Ok(())
         } else {

@@ -121,6 +121,7 @@ impl CommandService {
         })
         .await
     }
+
     /// Claims warranty with the facts of the ticket's device as they are now.
     pub async fn claim_warranty(
         &self,

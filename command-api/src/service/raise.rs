@@ -3,7 +3,7 @@
 use domain::priority::PriorityPolicy;
 use domain::{
     Aggregate, CustomerFacts, CustomerId, Device, DeviceCommand, DeviceFacts, DeviceId,
-    RaiseTicket, Ticket, TicketCommand, TicketId, TicketNumber,
+    RaiseTicket, Ticket, TicketCommand, TicketId, TicketNumber, UniqueKey,
 };
 use stream_store::{
     AppendOutcome, AppendRequest, CommandMetadata, ExpectedVersion, StoreError, StreamId,
@@ -71,7 +71,7 @@ impl CommandService {
             );
             let entropy = u64::from_le_bytes(draw.as_bytes()[..8].try_into().unwrap_or([0; 8]));
             let number = TicketNumber::generate(meta.recorded_at.date_naive(), entropy);
-            let key = StreamId::for_aggregate("ticket-number", number.as_str());
+            let key = StreamId::new(UniqueKey::TicketNumber(number.as_str()).stream_name())?;
             let claim = derived(meta, &format!("ticket-number-{attempt}"));
             if drawn_id && expected.unwrap_or(0) == 0 {
                 let raise = build(number.clone(), customer, device, policy.clone());

@@ -67,11 +67,7 @@ fn label<T: serde::Serialize>(value: &T) -> String {
 
 /// The id of an `{prefix}-{uuid}` stream.
 fn stream_uuid(e: &RecordedEvent, prefix: &str) -> Option<Uuid> {
-    e.stream_id
-        .as_str()
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .and_then(|id| Uuid::parse_str(id).ok())
+    domain::stream_id_of(e.stream_id.as_str(), prefix)
 }
 
 fn money(m: Money) -> i64 {
@@ -142,11 +138,15 @@ impl ServiceDesk {
         let mut others = Vec::new();
         for e in events {
             if let Some(event) = decode::<TicketEvent>(e)? {
-                if let Some(id) = stream_uuid(e, "ticket") {
+                if let Some(id) =
+                    stream_uuid(e, <domain::Ticket as domain::Aggregate>::STREAM_PREFIX)
+                {
                     tickets.push(e, id, event);
                 }
             } else if let Some(event) = decode::<DeviceEvent>(e)? {
-                if let Some(id) = stream_uuid(e, "device") {
+                if let Some(id) =
+                    stream_uuid(e, <domain::Device as domain::Aggregate>::STREAM_PREFIX)
+                {
                     others.push(Other::Device(e.clone(), id, event));
                 }
             } else if let Some(event) = decode::<CustomerEvent>(e)? {
@@ -154,7 +154,8 @@ impl ServiceDesk {
             } else if let Some(event) = decode::<TechnicianEvent>(e)? {
                 others.push(Other::Technician(event));
             } else if let Some(event) = decode::<PartEvent>(e)? {
-                if let Some(id) = stream_uuid(e, "part") {
+                if let Some(id) = stream_uuid(e, <domain::Part as domain::Aggregate>::STREAM_PREFIX)
+                {
                     others.push(Other::Part(e.clone(), id, event));
                 }
             }

@@ -388,9 +388,12 @@ impl Ticket {
         staff_only(ctx)?;
         let store = ctx.data::<Arc<dyn EventStore>>()?;
         let id = parse_id(&self.id)?;
-        let events = read_full_stream(&**store, &StreamId::for_aggregate("ticket", id))
-            .await
-            .map_err(gql)?;
+        let events = read_full_stream(
+            &**store,
+            &StreamId::for_aggregate(<domain::Ticket as domain::Aggregate>::STREAM_PREFIX, id),
+        )
+        .await
+        .map_err(gql)?;
         let chosen = crate::history::up_to(&events, version, time)?;
         let Some(last) = chosen.last() else {
             return Ok(None);
@@ -405,7 +408,8 @@ impl Ticket {
         staff_only(ctx)?;
         let store = ctx.data::<Arc<dyn EventStore>>()?;
         let id = parse_id(&self.id)?;
-        let stream = StreamId::for_aggregate("ticket", id);
+        let stream =
+            StreamId::for_aggregate(<domain::Ticket as domain::Aggregate>::STREAM_PREFIX, id);
         let events = read_full_stream(&**store, &stream).await.map_err(gql)?;
         Ok(events.into_iter().map(HistoryEvent).collect())
     }
