@@ -1,6 +1,7 @@
 //! Devices: warranty status (computed against today's date when asked) and the service
 //! center's billing and delivery board.
 
+use crate::types::Stored as _;
 use async_graphql::{ComplexObject, Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
@@ -135,16 +136,17 @@ impl Device {
         .fetch_all(pool)
         .await
         .map_err(gql)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeviceClaim {
-                ticket_id: ID(r.ticket_id.to_string()),
-                ticket_number: r.number,
-                decision: Decision::from_db(&r.decision),
-                reason: r.claim_reason,
-                covered: Money(r.covered),
+        rows.into_iter()
+            .map(|r| {
+                Ok(DeviceClaim {
+                    ticket_id: ID(r.ticket_id.to_string()),
+                    ticket_number: r.number,
+                    decision: Decision::from_db(&r.decision).map_err(gql)?,
+                    reason: r.claim_reason,
+                    covered: Money(r.covered),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -184,17 +186,9 @@ pub(crate) struct DeviceRow {
     version: i64,
 }
 
-fn warranty_status(s: &str) -> WarrantyStatus {
-    match s {
-        "EXPIRED" => WarrantyStatus::Expired,
-        "EXPIRING_SOON" => WarrantyStatus::ExpiringSoon,
-        _ => WarrantyStatus::Active,
-    }
-}
-
 impl DeviceRow {
-    fn into_device(self, today: NaiveDate) -> Device {
-        Device {
+    fn into_device(self, today: NaiveDate) -> Result<Device, crate::QueryError> {
+        Ok(Device {
             id: ID(self.device_id.to_string()),
             customer: PartyRef {
                 id: ID(self.customer_id.to_string()),
@@ -210,10 +204,10 @@ impl DeviceRow {
             warranty: Warranty {
                 months: self.warranty_months,
                 expires_on: self.warranty_expires_on,
-                status: warranty_status(&self.warranty_status),
+                status: WarrantyStatus::from_db(&self.warranty_status)?,
                 days_remaining: (self.warranty_expires_on - today).num_days(),
             },
-            service_status: ServiceStatus::from_db(&self.stage),
+            service_status: ServiceStatus::from_db(&self.stage)?,
             condition: self.condition,
             accessories: serde_json::from_value(self.accessories).unwrap_or_default(),
             reported_issue: self.reported_issue,
@@ -237,7 +231,7 @@ impl DeviceRow {
             rescheduled_at: self.rescheduled_at,
             registered_at: self.registered_at,
             version: self.version,
-        }
+        })
     }
 }
 
@@ -379,10 +373,12 @@ async fn query_devices(
     .fetch_one(pool)
     .await
     .map_err(gql)?;
-    Ok((
-        rows.into_iter().map(|r| r.into_device(today)).collect(),
-        total,
-    ))
+    let devices = rows
+        .into_iter()
+        .map(|r| r.into_device(today))
+        .collect::<Result<_, _>>()
+        .map_err(gql)?;
+    Ok((devices, total))
 }
 
 pub async fn device_by_id(ctx: &Context<'_>, id: Uuid) -> Result<Option<Device>> {

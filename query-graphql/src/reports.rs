@@ -2,6 +2,7 @@
 //! distribution, warranty statistics, technician performance. Each is a GraphQL field and a
 //! CSV file (`GET /reports/{name}.csv?from=…&to=…`).
 
+use crate::types::Stored as _;
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};

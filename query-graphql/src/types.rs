@@ -94,8 +94,28 @@ pub fn page<T: OutputType>(rows: Vec<T>, offset: i64, limit: i64, total_count: i
     page
 }
 
+/// A value as the read models store it: the serde name of its enum (the domain's, whose
+/// labels the projections write, or this schema's own). An unknown stored value is an error,
+/// never a default.
+pub(crate) fn from_label<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, QueryError> {
+    use serde::de::{value::Error, IntoDeserializer};
+    T::deserialize(IntoDeserializer::<Error>::into_deserializer(s)).map_err(|e| {
+        let kind = std::any::type_name::<T>();
+        QueryError::Internal(format!("a read model holds {s:?}, no {kind}: {e}").into())
+    })
+}
+
+/// The stored name of an enum value (its serde name), as `from_label` reads it back.
+pub(crate) fn label<T: serde::Serialize>(value: T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// Where a ticket is in its workflow.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "domain::TicketStatus")]
 pub enum TicketStatus {
     Open,
     InProgress,
@@ -104,29 +124,8 @@ pub enum TicketStatus {
     Cancelled,
 }
 
-impl TicketStatus {
-    pub fn db(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::InProgress => "in_progress",
-            Self::Resolved => "resolved",
-            Self::Closed => "closed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "in_progress" => Self::InProgress,
-            "resolved" => Self::Resolved,
-            "closed" => Self::Closed,
-            "cancelled" => Self::Cancelled,
-            _ => Self::Open,
-        }
-    }
-}
-
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "domain::Category")]
 pub enum TicketCategory {
     Repair,
     Warranty,
@@ -136,65 +135,24 @@ pub enum TicketCategory {
     General,
 }
 
-impl TicketCategory {
-    pub fn db(self) -> &'static str {
-        match self {
-            Self::Repair => "repair",
-            Self::Warranty => "warranty",
-            Self::Technical => "technical",
-            Self::Billing => "billing",
-            Self::Account => "account",
-            Self::General => "general",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "repair" => Self::Repair,
-            "warranty" => Self::Warranty,
-            "technical" => Self::Technical,
-            "billing" => Self::Billing,
-            "account" => Self::Account,
-            _ => Self::General,
-        }
-    }
-}
-
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "domain::Severity")]
 pub enum Severity {
     Critical,
     Major,
     Minor,
 }
 
-impl Severity {
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "critical" => Self::Critical,
-            "major" => Self::Major,
-            _ => Self::Minor,
-        }
-    }
-}
-
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "domain::Tier")]
 pub enum CustomerTier {
     Free,
     Paid,
     Enterprise,
 }
 
-impl CustomerTier {
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "enterprise" => Self::Enterprise,
-            "paid" => Self::Paid,
-            _ => Self::Free,
-        }
-    }
-}
-
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "domain::priority::PriorityLevel")]
 pub enum PriorityLevel {
     P0,
     P1,
@@ -202,52 +160,45 @@ pub enum PriorityLevel {
     P3,
 }
 
-impl PriorityLevel {
-    pub fn from_domain(level: domain::priority::PriorityLevel) -> Self {
-        match level {
-            domain::priority::PriorityLevel::P0 => Self::P0,
-            domain::priority::PriorityLevel::P1 => Self::P1,
-            domain::priority::PriorityLevel::P2 => Self::P2,
-            domain::priority::PriorityLevel::P3 => Self::P3,
-        }
-    }
-
-    pub fn db(self) -> &'static str {
-        match self {
-            Self::P0 => "P0",
-            Self::P1 => "P1",
-            Self::P2 => "P2",
-            Self::P3 => "P3",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "P0" => Self::P0,
-            "P1" => Self::P1,
-            "P2" => Self::P2,
-            _ => Self::P3,
-        }
-    }
-}
-
 /// A decision on a quote or a warranty claim.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "domain::Decision")]
 pub enum Decision {
     Pending,
     Approved,
     Rejected,
 }
 
-impl Decision {
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "approved" => Self::Approved,
-            "rejected" => Self::Rejected,
-            _ => Self::Pending,
-        }
-    }
+/// An enum as the read models store it: read with `from_db` (an unknown value is an error),
+/// written (in filters) with `db`.
+pub(crate) trait Stored: Sized {
+    fn from_db(s: &str) -> Result<Self, QueryError>;
+    fn db(self) -> String;
 }
+
+/// The enums stored by their domain counterpart's name.
+macro_rules! stored_as_domain {
+    ($($local:ident => $domain:ty),+ $(,)?) => {$(
+        impl Stored for $local {
+            fn from_db(s: &str) -> Result<Self, QueryError> {
+                from_label::<$domain>(s).map(Self::from)
+            }
+
+            fn db(self) -> String {
+                label(<$domain>::from(self))
+            }
+        }
+    )+};
+}
+
+stored_as_domain!(
+    TicketStatus => domain::TicketStatus,
+    TicketCategory => domain::Category,
+    Severity => domain::Severity,
+    CustomerTier => domain::Tier,
+    PriorityLevel => domain::priority::PriorityLevel,
+    Decision => domain::Decision,
+);
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum NoteVisibility {
@@ -255,25 +206,19 @@ pub enum NoteVisibility {
     Internal,
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+/// Computed by the device queries' SQL, under these names.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WarrantyStatus {
     Active,
     ExpiringSoon,
     Expired,
 }
 
-impl WarrantyStatus {
-    pub fn db(self) -> &'static str {
-        match self {
-            Self::Active => "ACTIVE",
-            Self::ExpiringSoon => "EXPIRING_SOON",
-            Self::Expired => "EXPIRED",
-        }
-    }
-}
-
-/// Where a device is in the service center's flow.
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+/// Where a device is in the service center's flow (`in_repair`: checked in with a ticket in
+/// progress, which the device queries' SQL computes; the rest are the domain's).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ServiceStatus {
     Registered,
     CheckedIn,
@@ -283,29 +228,22 @@ pub enum ServiceStatus {
     Closed,
 }
 
-impl ServiceStatus {
-    pub fn db(self) -> &'static str {
-        match self {
-            Self::Registered => "registered",
-            Self::CheckedIn => "checked_in",
-            Self::InRepair => "in_repair",
-            Self::ReadyForDelivery => "ready_for_delivery",
-            Self::Delivered => "delivered",
-            Self::Closed => "closed",
-        }
-    }
+/// The enums stored under their own serde names.
+macro_rules! stored_as_named {
+    ($($local:ident),+ $(,)?) => {$(
+        impl Stored for $local {
+            fn from_db(s: &str) -> Result<Self, QueryError> {
+                from_label(s)
+            }
 
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "checked_in" => Self::CheckedIn,
-            "in_repair" => Self::InRepair,
-            "ready_for_delivery" => Self::ReadyForDelivery,
-            "delivered" => Self::Delivered,
-            "closed" => Self::Closed,
-            _ => Self::Registered,
+            fn db(self) -> String {
+                label(self)
+            }
         }
-    }
+    )+};
 }
+
+stored_as_named!(WarrantyStatus, ServiceStatus);
 
 #[cfg(test)]
 mod tests {

@@ -1105,3 +1105,38 @@ async fn the_users_read_model_follows_each_account() {
     assert_eq!(dump(&pool).await, before);
     drop(ledger);
 }
+
+/// A value in a read model that no enum of this build names is answered as an error, never
+/// read as a default (it was "open" before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_stored_value_is_an_error_never_a_default() {
+    let url = fresh_database().await;
+    let ledger = LedgerProcess::start(&[], &[("DATABASE_URL", &url)]);
+    let api = Api::admin(&ledger.base_url).await;
+    let (customer, _) = api.customer_and_technician().await;
+    let (ticket, _) = api.raise(&customer).await;
+    caught_up(&api).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let query = "{ tickets(first: 5) { edges { node { id status } } } }";
+    let before = api.graphql(query, json!({})).await;
+    assert_eq!(
+        before["data"]["tickets"]["edges"][0]["node"]["status"], "OPEN",
+        "{before}"
+    );
+    sqlx::query("UPDATE tickets SET status = 'frozen' WHERE ticket_id = $1::uuid")
+        .bind(&ticket)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let after = api.graphql(query, json!({})).await;
+    assert_eq!(
+        after["errors"][0]["extensions"]["code"], "INTERNAL",
+        "{after}"
+    );
+    assert!(after["data"]["tickets"].is_null(), "{after}");
+    drop(ledger);
+}

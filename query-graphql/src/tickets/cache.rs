@@ -54,9 +54,10 @@ pub(crate) async fn load(
     id: Option<Uuid>,
     number: Option<String>,
 ) -> Result<Option<Ticket>> {
-    Ok(fetch(pool, id, number)
+    fetch(pool, id, number)
         .await?
-        .map(|row| with_priority(row, settings)))
+        .map(|row| with_priority(row, settings))
+        .transpose()
 }
 
 /// One ticket row by id or number, as stored (the priority is computed when it is served).

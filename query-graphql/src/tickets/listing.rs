@@ -1,6 +1,7 @@
 //! Ticket lists: filters and orders in SQL, paged; what a list costs.
 
 use super::*;
+use crate::types::Stored as _;
 
 /// The parameters of one ticket list query, in SQL's terms.
 pub(super) struct Query {
@@ -164,10 +165,10 @@ pub(super) async fn list(
     .fetch_one(pool)
     .await
     .map_err(gql)?;
-    Ok(page(
-        rows.into_iter().map(Ticket::from).collect(),
-        offset,
-        limit,
-        total,
-    ))
+    let tickets = rows
+        .into_iter()
+        .map(Ticket::try_from)
+        .collect::<Result<_, _>>()
+        .map_err(gql)?;
+    Ok(page(tickets, offset, limit, total))
 }

@@ -1,5 +1,6 @@
 //! Tickets: queues ordered by the current priority, filters, details, history.
 
+use crate::types::Stored as _;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -189,23 +190,27 @@ pub struct Payment {
     pub paid_at: DateTime<Utc>,
 }
 
-impl From<TicketRow> for Ticket {
-    fn from(r: TicketRow) -> Self {
-        let active = r.status == "open" || r.status == "in_progress";
-        Ticket {
+impl TryFrom<TicketRow> for Ticket {
+    type Error = QueryError;
+
+    fn try_from(r: TicketRow) -> Result<Self, QueryError> {
+        let status = TicketStatus::from_db(&r.status)?;
+        let active = matches!(status, TicketStatus::Open | TicketStatus::InProgress);
+        let decision = |d: Option<&str>| Decision::from_db(d.unwrap_or("pending"));
+        Ok(Ticket {
             id: ID(r.ticket_id.to_string()),
             number: r.number,
-            status: TicketStatus::from_db(&r.status),
-            category: TicketCategory::from_db(&r.category),
+            status,
+            category: TicketCategory::from_db(&r.category)?,
             subject: r.subject,
             description: r.description,
-            severity: Severity::from_db(&r.severity),
+            severity: Severity::from_db(&r.severity)?,
             impact: i32::from(r.impact),
             customer: PartyRef {
                 id: ID(r.customer_id.to_string()),
                 name: r.customer_name,
             },
-            customer_tier: CustomerTier::from_db(&r.customer_tier),
+            customer_tier: CustomerTier::from_db(&r.customer_tier)?,
             assignee: r.assignee_id.map(|id| PartyRef {
                 id: ID(id.to_string()),
                 name: r.assignee_name.unwrap_or_default(),
@@ -217,20 +222,23 @@ impl From<TicketRow> for Ticket {
             },
             priority: Priority {
                 score: r.score,
-                level: PriorityLevel::from_db(&r.level),
+                level: PriorityLevel::from_db(&r.level)?,
             },
             priority_at_raise: Priority {
                 score: r.priority_score_at_raise,
-                level: PriorityLevel::from_db(&r.priority_level_at_raise),
+                level: PriorityLevel::from_db(&r.priority_level_at_raise)?,
             },
             overdue: active && r.due_at < Utc::now(),
             due_at: r.due_at,
-            quote: r.quote_amount.map(|amount| Quote {
-                amount: Money(amount),
-                description: r.quote_description.unwrap_or_default(),
-                decision: Decision::from_db(r.quote_decision.as_deref().unwrap_or("pending")),
-                approved_amount: r.approved_quote.map(Money),
-            }),
+            quote: match r.quote_amount {
+                Some(amount) => Some(Quote {
+                    amount: Money(amount),
+                    description: r.quote_description.unwrap_or_default(),
+                    decision: decision(r.quote_decision.as_deref())?,
+                    approved_amount: r.approved_quote.map(Money),
+                }),
+                None => None,
+            },
             final_cost: r.final_cost.map(Money),
             repair_summary: r.repair_summary,
             parts_cost: Money(r.parts_cost),
@@ -238,10 +246,13 @@ impl From<TicketRow> for Ticket {
             paid: Money(r.paid),
             covered: Money(r.covered),
             balance: Money(r.balance),
-            warranty_claim: r.claim_decision.map(|d| WarrantyClaim {
-                decision: Decision::from_db(&d),
-                reason: r.claim_reason,
-            }),
+            warranty_claim: match r.claim_decision {
+                Some(d) => Some(WarrantyClaim {
+                    decision: decision(Some(&d))?,
+                    reason: r.claim_reason,
+                }),
+                None => None,
+            },
             feedback: r.rating.map(|rating| Feedback {
                 rating: i32::from(rating),
                 comment: r.feedback_comment,
@@ -259,7 +270,7 @@ impl From<TicketRow> for Ticket {
             reopened_at: r.reopened_at,
             settled_at: r.settled_at,
             updated_at: r.updated_at,
-        }
+        })
     }
 }
 
@@ -438,7 +449,7 @@ impl TicketSnapshot {
             version: last.version,
             position: last.position,
             recorded_at: last.recorded_at,
-            status: TicketStatus::from_db(s.status.label()),
+            status: s.status.into(),
             assignee_id: s.assignee.map(|a| ID(a.to_string())),
             bill: Money(s.bill().minor_units()),
             paid: Money(s.paid.minor_units()),

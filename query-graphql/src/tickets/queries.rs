@@ -140,7 +140,7 @@ pub(super) async fn one(
         }
         None => fetch(&lookups.pool, None, number).await?,
     };
-    let ticket = row.map(|row| with_priority(row, settings));
+    let ticket = row.map(|row| with_priority(row, settings)).transpose()?;
     if let Some(t) = &ticket {
         require_ticket(ctx, t.parties)?;
     } else {

@@ -1,6 +1,7 @@
 //! A technician's queue, the hottest list, read from the head of an index.
 
 use super::*;
+use crate::types::Stored as _;
 
 pub(super) const ACTIVE: [TicketStatus; 2] = [TicketStatus::Open, TicketStatus::InProgress];
 
@@ -114,8 +115,9 @@ pub(super) async fn queue_head(
         .filter_map(|id| rows.remove(id))
         .map(|mut row| {
             current_priority(&mut row, &settings.policy, now);
-            Ticket::from(row)
+            Ticket::try_from(row)
         })
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(gql)?;
     Ok(page(tickets, offset, limit, total))
 }

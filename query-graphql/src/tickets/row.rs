@@ -78,9 +78,7 @@ pub(super) fn current_priority(
         };
         let score = policy.score(inputs, now);
         r.score = i32::try_from(score).unwrap_or(i32::MAX);
-        r.level = PriorityLevel::from_domain(policy.level(score))
-            .db()
-            .to_owned();
+        r.level = crate::types::label(policy.level(score));
         let at_raise = policy.level(policy.base_score(severity, tier, impact));
         r.due_at = policy.due_at(at_raise, r.raised_at);
     }
@@ -88,7 +86,7 @@ pub(super) fn current_priority(
 
 /// The ticket with its priority now: the domain's own priority engine is cheaper than planning
 /// the SQL mirror of it for one row.
-pub(crate) fn with_priority(mut row: TicketRow, settings: &Settings) -> Ticket {
+pub(crate) fn with_priority(mut row: TicketRow, settings: &Settings) -> Result<Ticket> {
     current_priority(&mut row, &settings.policy, Utc::now());
-    Ticket::from(row)
+    Ticket::try_from(row).map_err(gql)
 }
