@@ -206,7 +206,7 @@ pub enum NoteVisibility {
     Internal,
 }
 
-/// Computed by the device queries' SQL, under these names.
+// Computed by the device queries' SQL, under these names.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WarrantyStatus {
@@ -215,8 +215,9 @@ pub enum WarrantyStatus {
     Expired,
 }
 
-/// Where a device is in the service center's flow (`in_repair`: checked in with a ticket in
-/// progress, which the device queries' SQL computes; the rest are the domain's).
+/// Where a device is in the service center's flow.
+// `in_repair` (checked in with a ticket in progress) is computed by the device queries' SQL;
+// the rest are the domain's names.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceStatus {
