@@ -95,7 +95,6 @@ pub(crate) async fn rows_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Ticket
                   t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
                   t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
                   t.priority_score_at_raise, t.priority_level_at_raise,
-                  0 AS "score!", '' AS "level!", t.raised_at AS "due_at!",
                   t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
                   t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
                   t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,

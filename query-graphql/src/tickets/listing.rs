@@ -1,7 +1,6 @@
 //! Ticket lists: filters and orders in SQL, paged; what a list costs.
 
 use super::*;
-use crate::types::Stored as _;
 
 /// The parameters of one ticket list query, in SQL's terms.
 pub(super) struct Query {
@@ -76,40 +75,31 @@ pub(super) async fn list(
         .map_err(|e| gql(QueryError::Internal(Box::new(e))))?;
     let (offset, limit) = window(first, after)?;
     let now = Utc::now();
-    let rows = sqlx::query_as!(
-        TicketRow,
-        r#"SELECT t.ticket_id, t.number, t.status, t.category, t.subject, t.description,
-                  t.severity, t.impact, t.customer_id, COALESCE(c.name, '') AS "customer_name!",
-                  t.customer_tier, t.device_id, t.assignee_id, te.name AS "assignee_name?",
-                  t.priority_score_at_raise, t.priority_level_at_raise,
-                  priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) AS "score!",
-                  priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13), $13) AS "level!",
-                  ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $13) AS "due_at!",
-                  t.notes, t.quote_amount, t.quote_description, t.quote_decision, t.approved_quote,
-                  t.final_cost, t.repair_summary, t.parts_cost, t.paid, t.bill, t.covered,
-                  t.balance, t.claim_decision, t.claim_reason, t.rating, t.feedback_comment,
-                  t.resolution, t.version, t.raised_at, t.assigned_at, t.started_at,
-                  t.completed_at, t.resolved_at, t.closed_at, t.cancelled_at, t.reopened_at,
-                  t.settled_at, t.updated_at
-           FROM tickets t
-           LEFT JOIN customers c ON c.customer_id = t.customer_id
-           LEFT JOIN technicians te ON te.technician_id = t.assignee_id
-           WHERE ($1::text[] IS NULL OR t.status = ANY($1))
-             AND ($2::text IS NULL OR t.category = $2)
-             AND ($3::text IS NULL OR priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13), $13) = $3)
-             AND ($4::uuid IS NULL OR t.customer_id = $4)
-             AND ($5::uuid IS NULL OR t.assignee_id = $5)
-             AND ($6::bool IS NULL OR $6 = (t.assignee_id IS NULL))
-             AND ($7::bool IS NULL OR $7 = (t.status IN ('open', 'in_progress')
-                                           AND ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $13) < $12))
-             AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
-             AND ($9::timestamptz IS NULL OR t.raised_at < $9)
-             AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)
-             AND ($16::uuid IS NULL OR t.customer_id = $16)
-             AND ($17::uuid IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $17)
-           ORDER BY CASE WHEN $11 THEN priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) ELSE 0 END DESC,
-                    CASE WHEN $11 THEN t.raised_at END, t.raised_position
-           LIMIT $14 OFFSET $15"#,
+    // The number of matches and the page's ids in order; the rows are then read as every query
+    // reads them (`rows_by_id`), their priorities computed at the time the SQL used.
+    let found = sqlx::query!(
+        r#"WITH matches AS (
+             SELECT t.ticket_id, t.raised_at, t.raised_position,
+                    CASE WHEN $11 THEN priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13) ELSE 0 END AS score
+             FROM tickets t
+             LEFT JOIN customers c ON c.customer_id = t.customer_id
+             WHERE ($1::text[] IS NULL OR t.status = ANY($1))
+               AND ($2::text IS NULL OR t.category = $2)
+               AND ($3::text IS NULL OR priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $12, $13), $13) = $3)
+               AND ($4::uuid IS NULL OR t.customer_id = $4)
+               AND ($5::uuid IS NULL OR t.assignee_id = $5)
+               AND ($6::bool IS NULL OR $6 = (t.assignee_id IS NULL))
+               AND ($7::bool IS NULL OR $7 = (t.status IN ('open', 'in_progress')
+                                             AND ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $13) < $12))
+               AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
+               AND ($9::timestamptz IS NULL OR t.raised_at < $9)
+               AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)
+               AND ($16::uuid IS NULL OR t.customer_id = $16)
+               AND ($17::uuid IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $17))
+           SELECT (SELECT COUNT(*) FROM matches) AS "total!",
+                  ARRAY(SELECT ticket_id FROM matches
+                        ORDER BY score DESC, CASE WHEN $11 THEN raised_at END, raised_position
+                        LIMIT $14 OFFSET $15) AS "ids!""#,
         q.statuses.as_deref(),
         q.category,
         q.level,
@@ -128,46 +118,23 @@ pub(super) async fn list(
         scope_customer,
         scope_technician
     )
-    .fetch_all(pool)
-    .await
-    .map_err(gql)?;
-    let total = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "count!"
-           FROM tickets t LEFT JOIN customers c ON c.customer_id = t.customer_id
-           WHERE ($1::text[] IS NULL OR t.status = ANY($1))
-             AND ($2::text IS NULL OR t.category = $2)
-             AND ($3::text IS NULL OR priority_level(priority_score(t.severity, t.customer_tier, t.impact, t.raised_at, $11, $12), $12) = $3)
-             AND ($4::uuid IS NULL OR t.customer_id = $4)
-             AND ($5::uuid IS NULL OR t.assignee_id = $5)
-             AND ($6::bool IS NULL OR $6 = (t.assignee_id IS NULL))
-             AND ($7::bool IS NULL OR $7 = (t.status IN ('open', 'in_progress')
-                                           AND ticket_due_at(t.severity, t.customer_tier, t.impact, t.raised_at, $12) < $11))
-             AND ($8::timestamptz IS NULL OR t.raised_at >= $8)
-             AND ($9::timestamptz IS NULL OR t.raised_at < $9)
-             AND ($10::text IS NULL OR t.number ILIKE $10 OR t.subject ILIKE $10 OR c.name ILIKE $10)
-             AND ($13::uuid IS NULL OR t.customer_id = $13)
-             AND ($14::uuid IS NULL OR t.assignee_id IS NULL OR t.assignee_id = $14)"#,
-        q.statuses.as_deref(),
-        q.category,
-        q.level,
-        q.customer,
-        q.assignee,
-        q.unassigned,
-        q.overdue,
-        q.from,
-        q.to,
-        q.search,
-        now,
-        policy,
-        scope_customer,
-        scope_technician
-    )
     .fetch_one(pool)
     .await
     .map_err(gql)?;
-    let tickets = rows
+    let (total, ids) = (found.total, found.ids);
+    let mut rows: HashMap<Uuid, TicketRow> = rows_by_id(pool, &ids)
+        .await
+        .map_err(gql)?
         .into_iter()
-        .map(Ticket::try_from)
+        .map(|r| (r.ticket_id, r))
+        .collect();
+    let tickets = ids
+        .iter()
+        .filter_map(|id| rows.remove(id))
+        .map(|row| {
+            let priority = CurrentPriority::of(&row, &settings.policy, now)?;
+            Ticket::new(row, priority, now)
+        })
         .collect::<Result<_, _>>()
         .map_err(gql)?;
     Ok(page(tickets, offset, limit, total))

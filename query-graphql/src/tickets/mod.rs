@@ -36,8 +36,8 @@ pub use history::{Actor, HistoryEvent};
 use listing::{list, Query};
 pub use queries::TicketQueries;
 use queue::{plain_queue, queue_head, ACTIVE, QUEUE_HEAD};
-use row::current_priority;
-pub(crate) use row::{with_priority, TicketRow};
+
+pub(crate) use row::{with_priority, CurrentPriority, TicketRow};
 
 /// Filters for ticket lists; all optional, combined with AND.
 #[derive(InputObject, Default, Clone)]
@@ -190,10 +190,9 @@ pub struct Payment {
     pub paid_at: DateTime<Utc>,
 }
 
-impl TryFrom<TicketRow> for Ticket {
-    type Error = QueryError;
-
-    fn try_from(r: TicketRow) -> Result<Self, QueryError> {
+impl Ticket {
+    /// The ticket a stored row and its priority at `now` describe.
+    fn new(r: TicketRow, current: CurrentPriority, now: DateTime<Utc>) -> Result<Self, QueryError> {
         let status = TicketStatus::from_db(&r.status)?;
         let active = matches!(status, TicketStatus::Open | TicketStatus::InProgress);
         let decision = |d: Option<&str>| Decision::from_db(d.unwrap_or("pending"));
@@ -221,15 +220,15 @@ impl TryFrom<TicketRow> for Ticket {
                 assignee: r.assignee_id.map(domain::TechnicianId::from_uuid),
             },
             priority: Priority {
-                score: r.score,
-                level: PriorityLevel::from_db(&r.level)?,
+                score: current.score,
+                level: current.level,
             },
             priority_at_raise: Priority {
                 score: r.priority_score_at_raise,
                 level: PriorityLevel::from_db(&r.priority_level_at_raise)?,
             },
-            overdue: active && r.due_at < Utc::now(),
-            due_at: r.due_at,
+            overdue: active && current.due_at < now,
+            due_at: current.due_at,
             quote: match r.quote_amount {
                 Some(amount) => Some(Quote {
                     amount: Money(amount),

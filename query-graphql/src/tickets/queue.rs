@@ -1,7 +1,6 @@
 //! A technician's queue, the hottest list, read from the head of an index.
 
 use super::*;
-use crate::types::Stored as _;
 
 pub(super) const ACTIVE: [TicketStatus; 2] = [TicketStatus::Open, TicketStatus::InProgress];
 
@@ -113,9 +112,9 @@ pub(super) async fn queue_head(
     let tickets = page_ids
         .iter()
         .filter_map(|id| rows.remove(id))
-        .map(|mut row| {
-            current_priority(&mut row, &settings.policy, now);
-            Ticket::try_from(row)
+        .map(|row| {
+            let priority = CurrentPriority::of(&row, &settings.policy, now)?;
+            Ticket::new(row, priority, now)
         })
         .collect::<Result<_, _>>()
         .map_err(gql)?;

@@ -1,8 +1,10 @@
 //! The stored ticket row, read the same way by every query, and its current priority.
 
 use super::*;
+use crate::types::from_label;
 
-/// One row of the `tickets` read model with the names and the priority computed now.
+/// One row of the `tickets` read model with the customer's and the assignee's names: the one
+/// read of it (`rows_by_id`), whatever query found the ticket.
 #[derive(Clone)]
 pub(crate) struct TicketRow {
     pub(crate) ticket_id: Uuid,
@@ -21,9 +23,6 @@ pub(crate) struct TicketRow {
     pub(super) assignee_name: Option<String>,
     pub(super) priority_score_at_raise: i32,
     pub(super) priority_level_at_raise: String,
-    pub(super) score: i32,
-    pub(super) level: String,
-    pub(super) due_at: DateTime<Utc>,
     pub(super) notes: i32,
     pub(super) quote_amount: Option<i64>,
     pub(super) quote_description: Option<String>,
@@ -54,22 +53,24 @@ pub(crate) struct TicketRow {
     pub(super) updated_at: DateTime<Utc>,
 }
 
-/// Fills in the current score, level and due time with `domain::priority` (what the SQL
-/// functions of migrations/0003 mirror for queries that sort or filter by them).
-pub(super) fn current_priority(
-    r: &mut TicketRow,
-    policy: &domain::priority::PriorityPolicy,
-    now: DateTime<Utc>,
-) {
-    // The stored labels are the domain's serde names; read in place, without a JSON value.
-    use serde::de::{value::Error, Deserialize, IntoDeserializer};
-    let severity =
-        domain::Severity::deserialize(IntoDeserializer::<Error>::into_deserializer(&*r.severity));
-    let tier = domain::Tier::deserialize(IntoDeserializer::<Error>::into_deserializer(
-        &*r.customer_tier,
-    ));
-    let impact = domain::Impact::parse("impact", i64::from(r.impact));
-    if let (Ok(severity), Ok(tier), Ok(impact)) = (severity, tier, impact) {
+/// A ticket's priority now and its SLA due time, by `domain::priority` (what the SQL functions
+/// of migrations/0003 mirror for queries that sort or filter by them).
+pub(crate) struct CurrentPriority {
+    pub(super) score: i32,
+    pub(super) level: PriorityLevel,
+    pub(super) due_at: DateTime<Utc>,
+}
+
+impl CurrentPriority {
+    pub(super) fn of(
+        r: &TicketRow,
+        policy: &domain::priority::PriorityPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Self, QueryError> {
+        let severity = from_label::<domain::Severity>(&r.severity)?;
+        let tier = from_label::<domain::Tier>(&r.customer_tier)?;
+        let impact = domain::Impact::parse("impact", i64::from(r.impact))
+            .map_err(|e| QueryError::Internal(Box::new(e)))?;
         let inputs = domain::priority::PriorityInputs {
             severity,
             tier,
@@ -77,16 +78,19 @@ pub(super) fn current_priority(
             raised_at: r.raised_at,
         };
         let score = policy.score(inputs, now);
-        r.score = i32::try_from(score).unwrap_or(i32::MAX);
-        r.level = crate::types::label(policy.level(score));
         let at_raise = policy.level(policy.base_score(severity, tier, impact));
-        r.due_at = policy.due_at(at_raise, r.raised_at);
+        Ok(CurrentPriority {
+            score: i32::try_from(score).unwrap_or(i32::MAX),
+            level: policy.level(score).into(),
+            due_at: policy.due_at(at_raise, r.raised_at),
+        })
     }
 }
 
 /// The ticket with its priority now: the domain's own priority engine is cheaper than planning
 /// the SQL mirror of it for one row.
-pub(crate) fn with_priority(mut row: TicketRow, settings: &Settings) -> Result<Ticket> {
-    current_priority(&mut row, &settings.policy, Utc::now());
-    Ticket::try_from(row).map_err(gql)
+pub(crate) fn with_priority(row: TicketRow, settings: &Settings) -> Result<Ticket> {
+    let now = Utc::now();
+    let priority = CurrentPriority::of(&row, &settings.policy, now).map_err(gql)?;
+    Ticket::new(row, priority, now).map_err(gql)
 }
