@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::event_payload;
-use crate::{Aggregate, DomainError, Money, PartId, Text, TicketId};
+use crate::{Aggregate, DomainError, Money, PartId, Quantity, Text, TicketId};
 
 #[derive(Debug, Clone)]
 pub struct AddPart {
@@ -17,7 +17,7 @@ pub struct AddPart {
 pub enum PartCommand {
     Add(AddPart),
     ReceiveStock {
-        quantity: u32,
+        quantity: Quantity,
         reference: Option<Text>,
     },
     /// Corrects the count after a stock-take; the result never goes below zero.
@@ -28,12 +28,12 @@ pub enum PartCommand {
     /// Takes units for a ticket.
     Use {
         ticket_id: TicketId,
-        quantity: u32,
+        quantity: Quantity,
     },
     /// Gives back units taken for a ticket that could not record them.
     Return {
         ticket_id: TicketId,
-        quantity: u32,
+        quantity: Quantity,
     },
 }
 
@@ -128,7 +128,7 @@ impl Aggregate for Part {
                 quantity,
                 reference,
             } => PartEvent::StockReceived {
-                quantity,
+                quantity: quantity.get(),
                 reference,
                 received_at: now,
             },
@@ -152,6 +152,7 @@ impl Aggregate for Part {
                 ticket_id,
                 quantity,
             } => {
+                let quantity = quantity.get();
                 if quantity > p.stock {
                     return Err(DomainError::InsufficientStock {
                         available: p.stock,
@@ -170,7 +171,7 @@ impl Aggregate for Part {
                 quantity,
             } => PartEvent::StockReturned {
                 ticket_id,
-                quantity,
+                quantity: quantity.get(),
                 returned_at: now,
             },
         };

@@ -236,11 +236,32 @@ fn add_part(stock: u32) -> PartCommand {
     })
 }
 
+fn units(n: u32) -> crate::Quantity {
+    crate::Quantity::parse("quantity", i64::from(n)).unwrap()
+}
+
 fn use_part(quantity: u32) -> PartCommand {
     PartCommand::Use {
         ticket_id: TicketId::from_uuid(Uuid::from_u128(5)),
-        quantity,
+        quantity: units(quantity),
     }
+}
+
+/// A quantity is 1 to 1,000,000 units and a rating 1 to 5 stars before any command holds one.
+#[test]
+fn quantities_and_ratings_are_in_range_by_construction() {
+    for bad in [0, -1, 1_000_001, i64::MAX] {
+        assert!(crate::Quantity::parse("quantity", bad).is_err(), "{bad}");
+    }
+    assert_eq!(units(1_000_000).get(), 1_000_000);
+    for bad in [0, 6, -1, 256] {
+        assert_eq!(
+            crate::Rating::parse(bad).map_err(|e| e.code()),
+            Err("RATING_OUT_OF_RANGE"),
+            "{bad}"
+        );
+    }
+    assert_eq!(crate::Rating::parse(5).map(crate::Rating::get), Ok(5));
 }
 
 #[test]
@@ -275,7 +296,7 @@ fn part_rules() {
 fn any_part_command() -> impl Strategy<Value = PartCommand> {
     prop_oneof![
         (1u32..5).prop_map(|q| PartCommand::ReceiveStock {
-            quantity: q,
+            quantity: units(q),
             reference: None
         }),
         (-6i64..6).prop_map(|d| PartCommand::AdjustStock {
@@ -285,7 +306,7 @@ fn any_part_command() -> impl Strategy<Value = PartCommand> {
         (1u32..6).prop_map(use_part),
         (1u32..3).prop_map(|q| PartCommand::Return {
             ticket_id: TicketId::from_uuid(Uuid::from_u128(5)),
-            quantity: q
+            quantity: units(q)
         }),
     ]
 }

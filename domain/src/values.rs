@@ -152,6 +152,48 @@ impl Impact {
     }
 }
 
+/// A number of units in one move of stock (received, used, given back): 1 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MAX: u32 = 1_000_000;
+
+    pub fn parse(field: &'static str, raw: i64) -> Result<Self, ValueError> {
+        match u32::try_from(raw) {
+            Ok(v @ 1..=Self::MAX) => Ok(Self(v)),
+            _ => Err(ValueError::new(
+                field,
+                format!("must be a whole number from 1 to {}", Self::MAX),
+            )),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A customer's rating of a repair: 1 to 5 stars. Out of range it is the rule
+/// `RATING_OUT_OF_RANGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Rating(u8);
+
+impl Rating {
+    pub fn parse(raw: i64) -> Result<Self, crate::DomainError> {
+        match u8::try_from(raw) {
+            Ok(v @ 1..=5) => Ok(Self(v)),
+            _ => Err(crate::DomainError::RatingOutOfRange),
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
 /// An amount of money in minor units (cents), never negative. Integers only: no float ever
 /// touches money.
 #[derive(

@@ -1,6 +1,6 @@
 //! Field values parsed at the edge: each refusal names its field (400 `INVALID_FIELD`).
 
-use domain::{Money, TechnicianFacts, TechnicianId, Text, ValueError};
+use domain::{Money, Quantity, TechnicianFacts, TechnicianId, Text, ValueError};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ pub(crate) const MAX_LONG_TEXT: usize = 5_000;
 /// Longest name or location, in characters.
 pub(crate) const MAX_NAME: usize = 200;
 /// Largest quantity of parts in one use, delivery or correction.
-pub(crate) const MAX_QUANTITY: u32 = 1_000_000;
+pub(crate) const MAX_QUANTITY: u32 = Quantity::MAX;
 /// Most accessories recorded at one check-in.
 pub(crate) const MAX_ACCESSORIES: usize = 50;
 
@@ -62,16 +62,8 @@ pub(crate) fn positive_money(field: &'static str, minor_units: i64) -> Result<Mo
 }
 
 /// A count of units from 1 to `MAX_QUANTITY`.
-pub(crate) fn quantity(field: &'static str, raw: i64) -> Result<u32, ApiError> {
-    u32::try_from(raw)
-        .ok()
-        .filter(|q| (1..=MAX_QUANTITY).contains(q))
-        .ok_or_else(|| {
-            ApiError::InvalidField(ValueError {
-                field,
-                reason: format!("must be a whole number from 1 to {MAX_QUANTITY}"),
-            })
-        })
+pub(crate) fn quantity(field: &'static str, raw: i64) -> Result<Quantity, ApiError> {
+    Ok(Quantity::parse(field, raw)?)
 }
 
 /// A new aggregate's id: the one given, or a fresh time-ordered one.

@@ -40,7 +40,7 @@ command!(
     run(self, cx) {
         let initial_stock = match self.initial_stock {
             None | Some(0) => 0,
-            Some(n) => quantity("initialStock", n)?,
+            Some(n) => quantity("initialStock", n)?.get(),
         };
         let part_id = new_id(self.part_id);
         let command = PartCommand::Add(domain::AddPart {

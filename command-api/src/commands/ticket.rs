@@ -211,7 +211,7 @@ command!(
         cx.ticket_gate(Action::CustomerDecision, self.ticket_id)
             .await?;
         let command = TicketCommand::SubmitFeedback {
-            rating: self.rating,
+            rating: domain::Rating::parse(self.rating)?,
             comment: optional_text("comment", self.comment.as_deref(), MAX_LONG_TEXT)?,
         };
         ticket(cx, self.ticket_id, command, self.expected_version).await

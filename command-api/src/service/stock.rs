@@ -1,7 +1,7 @@
 //! Using parts on a ticket: stock taken first, given back if the ticket refuses.
 
 use domain::{
-    DomainError, EventPayload, Part, PartCommand, PartEvent, PartFacts, PartId, Ticket,
+    DomainError, EventPayload, Part, PartCommand, PartEvent, PartFacts, PartId, Quantity, Ticket,
     TicketCommand, TicketId,
 };
 use stream_store::{AppendOutcome, CommandMetadata, StoreError};
@@ -21,7 +21,7 @@ impl CommandService {
         &self,
         ticket_id: TicketId,
         part_id: PartId,
-        quantity: u32,
+        quantity: Quantity,
         expected: Option<i64>,
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {

@@ -166,7 +166,7 @@ pub(super) fn decide_existing(
             }
             Ok(TicketEvent::PartUsed {
                 part_id: part.id,
-                quantity,
+                quantity: quantity.get(),
                 unit_cost: part.unit_cost,
                 used_at: now,
             })
@@ -303,12 +303,8 @@ pub(super) fn decide_existing(
             if state.feedback.is_some() {
                 return Err(DomainError::FeedbackAlreadyGiven);
             }
-            let rating = u8::try_from(rating)
-                .ok()
-                .filter(|r| (1..=5).contains(r))
-                .ok_or(DomainError::RatingOutOfRange)?;
             Ok(TicketEvent::FeedbackSubmitted {
-                rating,
+                rating: rating.get(),
                 comment,
                 submitted_at: now,
             })

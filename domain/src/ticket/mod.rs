@@ -13,8 +13,8 @@ use crate::event::event_payload;
 use crate::priority::{PriorityLevel, PriorityPolicy};
 use crate::{
     Aggregate, Category, CustomerId, DeviceId, DomainError, Impact, Money, NoteId, PartId,
-    PaymentId, PaymentMethod, Severity, TechnicianId, Text, TicketId, TicketNumber, Tier,
-    Visibility,
+    PaymentId, PaymentMethod, Quantity, Rating, Severity, TechnicianId, Text, TicketId,
+    TicketNumber, Tier, Visibility,
 };
 
 /// Facts about the ticket's customer, looked up by the caller before deciding.
@@ -90,7 +90,7 @@ pub enum TicketCommand {
     },
     UsePart {
         part: PartFacts,
-        quantity: u32,
+        quantity: Quantity,
     },
     CompleteRepair {
         final_cost: Money,
@@ -125,7 +125,7 @@ pub enum TicketCommand {
         reason: Text,
     },
     SubmitFeedback {
-        rating: i64,
+        rating: Rating,
         comment: Option<Text>,
     },
 }

@@ -100,13 +100,13 @@ fn use_part(quantity: u32) -> TicketCommand {
             id: PartId::from_uuid(Uuid::from_u128(5)),
             unit_cost: money(250),
         },
-        quantity,
+        quantity: crate::Quantity::parse("quantity", i64::from(quantity)).unwrap(),
     }
 }
 
 fn feedback(rating: i64) -> TicketCommand {
     TicketCommand::SubmitFeedback {
-        rating,
+        rating: crate::Rating::parse(rating).unwrap(),
         comment: None,
     }
 }
