@@ -43,6 +43,6 @@ pub use ticket::{
 };
 pub use user::{PasswordHash, RegisterUser, RoleGrant, User, UserCommand, UserEvent, UserState};
 pub use values::{
-    Category, Email, Impact, Money, PaymentMethod, Phone, Quantity, Rating, SerialNumber, Severity,
-    Text, TicketNumber, Tier, Visibility,
+    Category, Email, Impact, Money, PaymentMethod, Phone, Positive, Quantity, Rating, SerialNumber,
+    Severity, Text, TicketNumber, Tier, Visibility,
 };

@@ -247,7 +247,8 @@ fn use_part(quantity: u32) -> PartCommand {
     }
 }
 
-/// A quantity is 1 to 1,000,000 units and a rating 1 to 5 stars before any command holds one.
+/// A quantity is 1 to 1,000,000 units, a rating 1 to 5 stars and a payment at least one minor
+/// unit before any command holds one.
 #[test]
 fn quantities_and_ratings_are_in_range_by_construction() {
     for bad in [0, -1, 1_000_001, i64::MAX] {
@@ -262,6 +263,14 @@ fn quantities_and_ratings_are_in_range_by_construction() {
         );
     }
     assert_eq!(crate::Rating::parse(5).map(crate::Rating::get), Ok(5));
+    for bad in [0, -5] {
+        assert!(
+            crate::Money::parse_positive("amount", bad).is_err(),
+            "{bad}"
+        );
+    }
+    let one = crate::Money::parse_positive("amount", 1).map(|p| p.get().minor_units());
+    assert_eq!(one.ok(), Some(1));
 }
 
 #[test]

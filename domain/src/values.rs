@@ -152,6 +152,16 @@ impl Impact {
     }
 }
 
+/// An amount of money of at least one minor unit: what a payment records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Positive(Money);
+
+impl Positive {
+    pub fn get(self) -> Money {
+        self.0
+    }
+}
+
 /// A number of units in one move of stock (received, used, given back): 1 to 1,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -219,6 +229,14 @@ impl Money {
 
     pub fn minor_units(self) -> i64 {
         self.0
+    }
+
+    /// An amount of at least one minor unit (a payment).
+    pub fn parse_positive(field: &'static str, minor_units: i64) -> Result<Positive, ValueError> {
+        if minor_units < 1 {
+            return Err(ValueError::new(field, "must be at least 1 minor unit"));
+        }
+        Self::parse(field, minor_units).map(Positive)
     }
 
     pub fn saturating_add(self, other: Money) -> Money {

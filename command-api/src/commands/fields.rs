@@ -1,6 +1,6 @@
 //! Field values parsed at the edge: each refusal names its field (400 `INVALID_FIELD`).
 
-use domain::{Money, Quantity, TechnicianFacts, TechnicianId, Text, ValueError};
+use domain::{Money, Quantity, TechnicianFacts, TechnicianId, Text};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -51,14 +51,11 @@ pub(crate) fn money(field: &'static str, minor_units: i64) -> Result<Money, ApiE
 }
 
 /// An amount of at least one minor unit.
-pub(crate) fn positive_money(field: &'static str, minor_units: i64) -> Result<Money, ApiError> {
-    if minor_units < 1 {
-        return Err(ApiError::InvalidField(ValueError {
-            field,
-            reason: "must be at least 1 minor unit".into(),
-        }));
-    }
-    money(field, minor_units)
+pub(crate) fn positive_money(
+    field: &'static str,
+    minor_units: i64,
+) -> Result<domain::Positive, ApiError> {
+    Ok(Money::parse_positive(field, minor_units)?)
 }
 
 /// A count of units from 1 to `MAX_QUANTITY`.

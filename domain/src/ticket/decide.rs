@@ -245,6 +245,7 @@ pub(super) fn decide_existing(
             if state.payment_ids.contains(&payment_id) {
                 return Err(DomainError::PaymentIdTaken);
             }
+            let amount = amount.get();
             let balance = state.balance();
             if amount > balance {
                 return Err(DomainError::Overpayment {

@@ -13,7 +13,7 @@ use crate::event::event_payload;
 use crate::priority::{PriorityLevel, PriorityPolicy};
 use crate::{
     Aggregate, Category, CustomerId, DeviceId, DomainError, Impact, Money, NoteId, PartId,
-    PaymentId, PaymentMethod, Quantity, Rating, Severity, TechnicianId, Text, TicketId,
+    PaymentId, PaymentMethod, Positive, Quantity, Rating, Severity, TechnicianId, Text, TicketId,
     TicketNumber, Tier, Visibility,
 };
 
@@ -108,7 +108,7 @@ pub enum TicketCommand {
     },
     RecordPayment {
         payment_id: PaymentId,
-        amount: Money,
+        amount: Positive,
         method: PaymentMethod,
     },
     ClaimWarranty {

@@ -82,7 +82,7 @@ fn quote(n: i64) -> TicketCommand {
 fn pay(n: i64) -> TicketCommand {
     TicketCommand::RecordPayment {
         payment_id: PaymentId::from_uuid(Uuid::new_v4()),
-        amount: money(n),
+        amount: Money::parse_positive("amount", n).unwrap(),
         method: PaymentMethod::Cash,
     }
 }
@@ -137,7 +137,7 @@ fn note_with(id: u128) -> TicketCommand {
 fn pay_with(id: u128, n: i64) -> TicketCommand {
     TicketCommand::RecordPayment {
         payment_id: PaymentId::from_uuid(Uuid::from_u128(id)),
-        amount: money(n),
+        amount: Money::parse_positive("amount", n).unwrap(),
         method: PaymentMethod::Cash,
     }
 }
