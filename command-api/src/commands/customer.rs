@@ -40,8 +40,15 @@ command!(
             location: optional_text("location", self.location.as_deref(), MAX_NAME)?,
             tier: self.tier.map_or(domain::Tier::Free, Into::into),
         };
+        let (id, email) = (command.customer_id, command.email.clone());
         cx.service
-            .register_customer(command, expected(self.expected_version)?, cx.meta)
+            .register_with_email::<domain::Customer>(
+                id,
+                CustomerCommand::Register(command),
+                &email,
+                expected(self.expected_version)?,
+                cx.meta,
+            )
             .await
     }
 );

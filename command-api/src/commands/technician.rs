@@ -23,8 +23,15 @@ command!(
             name: text("name", &self.name, MAX_NAME)?,
             email: Email::parse("email", &self.email)?,
         };
+        let (id, email) = (command.technician_id, command.email.clone());
         cx.service
-            .onboard_technician(command, expected(self.expected_version)?, cx.meta)
+            .register_with_email::<Technician>(
+                id,
+                TechnicianCommand::Onboard(command),
+                &email,
+                expected(self.expected_version)?,
+                cx.meta,
+            )
             .await
     }
 );

@@ -4,9 +4,8 @@
 
 use domain::{
     Aggregate, Customer, CustomerCommand, CustomerId, Device, DeviceCommand, DomainError, Email,
-    EventPayload, OnboardTechnician, RegisterCustomer, RegisterDevice, RegisterUser,
-    ReservationEvent, RoleGrant, Technician, TechnicianCommand, UniqueKey, UpdateCustomer, User,
-    UserCommand, UserId,
+    EventPayload, RegisterDevice, RegisterUser, ReservationEvent, RoleGrant, UniqueKey,
+    UpdateCustomer, User, UserCommand, UserId,
 };
 use stream_store::{
     read_full_stream, AppendOutcome, AppendRequest, CommandMetadata, ExpectedVersion, StoreError,
@@ -18,18 +17,6 @@ use super::*;
 use crate::ApiError;
 
 impl CommandService {
-    pub async fn register_customer(
-        &self,
-        command: RegisterCustomer,
-        expected: Option<i64>,
-        meta: &CommandMetadata,
-    ) -> Result<AppendOutcome, ApiError> {
-        let stream = stream_of::<Customer>(command.customer_id);
-        let cmd = CustomerCommand::Register(command.clone());
-        self.register_with_email::<Customer>(&stream, cmd, &command.email, expected, meta)
-            .await
-    }
-
     pub async fn update_customer(
         &self,
         id: CustomerId,
@@ -77,20 +64,6 @@ impl CommandService {
         outcome
     }
 
-    // ---- technicians -----------------------------------------------------------------
-
-    pub async fn onboard_technician(
-        &self,
-        command: OnboardTechnician,
-        expected: Option<i64>,
-        meta: &CommandMetadata,
-    ) -> Result<AppendOutcome, ApiError> {
-        let stream = stream_of::<Technician>(command.technician_id);
-        let cmd = TechnicianCommand::Onboard(command.clone());
-        self.register_with_email::<Technician>(&stream, cmd, &command.email, expected, meta)
-            .await
-    }
-
     // ---- devices ---------------------------------------------------------------------
 
     pub async fn register_device(
@@ -127,9 +100,8 @@ impl CommandService {
         meta: &CommandMetadata,
     ) -> Result<AppendOutcome, ApiError> {
         self.check_grant(&command.grant).await?;
-        let stream = stream_of::<User>(command.user_id);
         let cmd = UserCommand::Register(command.clone());
-        self.register_with_email::<User>(&stream, cmd, &command.email, expected, meta)
+        self.register_with_email::<User>(command.user_id, cmd, &command.email, expected, meta)
             .await
     }
 
@@ -147,9 +119,9 @@ impl CommandService {
 
     /// Registers an aggregate whose e-mail must be unique among its kind: refuse early what the
     /// domain refuses, claim the e-mail, then append.
-    async fn register_with_email<A: Aggregate + Send + Sync + 'static>(
+    pub(crate) async fn register_with_email<A: Aggregate + Send + Sync + 'static>(
         &self,
-        stream: &StreamId,
+        id: impl std::fmt::Display,
         command: A::Command,
         email: &Email,
         expected: Option<i64>,
@@ -158,6 +130,7 @@ impl CommandService {
     where
         A::Command: Clone,
     {
+        let stream = &stream_of::<A>(id);
         self.probe::<A>(stream, command.clone(), expected, meta)
             .await?;
         self.reserve_email(A::STREAM_PREFIX, email, stream, meta)
